@@ -1,0 +1,89 @@
+using System.Text.Json;
+using Microsoft.AspNetCore.Diagnostics;
+using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.AspNetCore.Mvc;
+
+namespace QrOrleans.Gateway.Problems;
+
+/// <summary>Every error leaves as application/problem+json with a snake_case <c>code</c> (RFC 9457 extension).</summary>
+public static partial class ProblemResponses
+{
+    public static ProblemDetails Create(int status, string code, string title, string? detail) => new()
+    {
+        Status = status,
+        Title = title,
+        Detail = detail,
+        Extensions = { ["code"] = code },
+    };
+
+    public static ProblemHttpResult From(GrainException e) => TypedResults.Problem(Create(e.Status, e.Code, e.Title, e.Detail));
+
+    /// <summary>Maps exceptions that escape an endpoint to problem+json; anything unexpected is a 500 without internals.</summary>
+    public static IApplicationBuilder UseProblemResponses(this IApplicationBuilder app)
+    {
+        app.UseExceptionHandler(new ExceptionHandlerOptions
+        {
+            StatusCodeSelector = _ => 500,
+            ExceptionHandler = async context =>
+            {
+                var error = context.Features.Get<IExceptionHandlerFeature>()?.Error;
+                var problem = Map(error, context.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger("QrOrleans.Errors"));
+                await Write(context, problem).ConfigureAwait(false);
+            },
+        });
+        app.UseStatusCodePages(async status =>
+        {
+            var context = status.HttpContext;
+            var code = context.Response.StatusCode switch
+            {
+                404 => ("not_found", "Not found", "There is nothing at this address."),
+                405 => ("method_not_allowed", "Method not allowed", $"{context.Request.Method} is not allowed here."),
+                415 => ("unsupported_media_type", "Unsupported media type", "Send the body as application/json."),
+                _ => ("http_" + context.Response.StatusCode, "Request failed", null),
+            };
+            await Write(context, Create(context.Response.StatusCode, code.Item1, code.Item2, code.Item3)).ConfigureAwait(false);
+        });
+        return app;
+    }
+
+    public static async Task Write(HttpContext context, ProblemDetails problem)
+    {
+        context.Response.StatusCode = problem.Status ?? 500;
+        if (problem.Extensions.TryGetValue("retryAfter", out var retry) && retry is int seconds)
+        {
+            context.Response.Headers.RetryAfter = seconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        }
+        await context.Response.WriteAsJsonAsync(problem, (JsonSerializerOptions?)null, "application/problem+json").ConfigureAwait(false);
+    }
+
+    private static ProblemDetails Map(Exception? error, ILogger log)
+    {
+        switch (error)
+        {
+            case GrainException g:
+                var problem = Create(g.Status, g.Code, g.Title, g.Detail);
+                return problem;
+            case BadHttpRequestException { StatusCode: 413 }:
+                return Create(413, "payload_too_large", "Request body too large", "The request body exceeds the size limit.");
+            case BadHttpRequestException { StatusCode: 415 }:
+                return Create(415, "unsupported_media_type", "Unsupported media type", "Send the body as application/json.");
+            case BadHttpRequestException { InnerException: JsonException json }:
+                return Create(400, "invalid_json", "Malformed JSON", JsonDetail(json));
+            case BadHttpRequestException bad:
+                return Create(bad.StatusCode, "bad_request", "Bad request", bad.Message);
+            case OperationCanceledException:
+                return Create(499, "client_closed_request", "Request cancelled", null);
+            default:
+                LogUnhandled(log, error);
+                return Create(500, "internal_error", "Internal error", "Something went wrong on our side.");
+        }
+    }
+
+    private static string JsonDetail(JsonException json) =>
+        json.Path is { Length: > 0 } path
+            ? $"The body is not valid for this call at '{path}' (line {json.LineNumber + 1})."
+            : "The body is not valid JSON.";
+
+    [LoggerMessage(LogLevel.Error, "Unhandled error")]
+    private static partial void LogUnhandled(ILogger log, Exception? e);
+}

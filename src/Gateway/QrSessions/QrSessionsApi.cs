@@ -1,0 +1,236 @@
+using System.Text;
+using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.AspNetCore.Mvc;
+using QRCoder;
+using QrOrleans.Gateway.Auth;
+using QrOrleans.QrSessions;
+using QrOrleans.Runtime;
+using QrOrleans.Users;
+
+namespace QrOrleans.Gateway.QrSessions;
+
+public sealed record ClientInfo(string? Name, string? Kind);
+
+public sealed record CreateSessionRequest(ClientInfo? Client);
+
+public sealed record CreateSessionResponse(
+    string SessionId, string DesktopToken, string State, long Version, DateTimeOffset ExpiresAt, QrCodeView? Qr);
+
+public sealed record ScanRequest(string? Url, string? Token);
+
+public sealed record ApproveRequest(string? Number);
+
+public sealed record StateResponse(string State);
+
+public sealed record ClaimResponse(
+    string AccessToken, string TokenType, int ExpiresIn, string RefreshToken, ClaimedDevice Device, UserView User);
+
+public sealed record ClaimedDevice(string Id, string Name);
+
+/// <summary>The QR sign-in ceremony over HTTP: the desktop side (desktop token) and the phone side (access token).</summary>
+public static class QrSessionsApi
+{
+    private const int MaxLongPollSeconds = 30;
+
+    public static IEndpointRouteBuilder MapQrSessionsApi(this IEndpointRouteBuilder app)
+    {
+        var desktop = app.MapGroup("/v1/qr/sessions").WithTags("QR sessions (desktop)");
+        desktop.MapPost("/", CreateAsync).RequireRateLimiting(RateLimits.SessionCreation);
+        desktop.MapGet("/{id}", GetAsync);
+        desktop.MapGet("/{id}/events", EventsAsync);
+        desktop.MapGet("/{id}/qr.svg", QrSvgAsync);
+        desktop.MapGet("/{id}/qr.png", QrPngAsync);
+        desktop.MapPost("/{id}/cancel", CancelAsync);
+        desktop.MapPost("/{id}/claim", ClaimAsync);
+
+        var phone = app.MapGroup("/v1/qr").WithTags("QR sessions (phone)");
+        phone.MapPost("/scan", ScanAsync).RequireRateLimiting(RateLimits.Scans);
+        phone.MapPost("/sessions/{id}/approve", ApproveAsync).RequireRateLimiting(RateLimits.Approvals);
+        phone.MapPost("/sessions/{id}/reject", RejectAsync).RequireRateLimiting(RateLimits.Approvals);
+        return app;
+    }
+
+    private static async Task<Created<CreateSessionResponse>> CreateAsync(
+        HttpContext context, IGrainFactory grains, [FromBody(EmptyBodyBehavior = Microsoft.AspNetCore.Mvc.ModelBinding.EmptyBodyBehavior.Allow)] CreateSessionRequest? body)
+    {
+        var (browser, os) = UserAgent.Parse(context.Request.Headers.UserAgent);
+        var kind = body?.Client?.Kind ?? (browser.StartsWith("curl", StringComparison.Ordinal) ? "cli" : "browser");
+        if (!ClientKinds.All.Contains(kind))
+        {
+            throw Errors.Validation($"client.kind must be one of {string.Join(", ", ClientKinds.All)}.");
+        }
+        var name = body?.Client?.Name?.Trim();
+        if (name is { Length: > 80 })
+        {
+            throw Errors.Validation("client.name is at most 80 characters.");
+        }
+        if (string.IsNullOrEmpty(name))
+        {
+            name = $"{browser} on {os}";
+        }
+        var sessionId = Grains.Secrets.NewToken(16);
+        var requester = new Requester(name, kind, browser, os, context.ClientIp(), DateTimeOffset.UtcNow);
+        var created = await grains.GetGrain<IQrSessionGrain>(sessionId).CreateAsync(requester, context.RequestAborted);
+        var s = created.Snapshot;
+        return TypedResults.Created($"/v1/qr/sessions/{sessionId}",
+            new CreateSessionResponse(sessionId, created.DesktopToken, s.State, s.Version, s.ExpiresAt, s.Qr));
+    }
+
+    private static async Task<IResult> GetAsync(
+        string id, HttpContext context, IGrainFactory grains, IGrainStreams streams, long? waitForVersion, int? timeout)
+    {
+        var token = DesktopToken(context, id);
+        if (waitForVersion is null)
+        {
+            return TypedResults.Ok(await grains.GetGrain<IQrSessionGrain>(id).GetSnapshotAsync(token, context.RequestAborted));
+        }
+        var seconds = Math.Clamp(timeout ?? MaxLongPollSeconds, 0, MaxLongPollSeconds);
+        var (feed, snapshot) = await SnapshotFeed.OpenAsync(grains, streams, id, token, context.RequestAborted);
+        using (feed)
+        {
+            if (snapshot.Version > waitForVersion)
+            {
+                return TypedResults.Ok(snapshot);
+            }
+            using var deadline = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted);
+            deadline.CancelAfter(TimeSpan.FromSeconds(seconds));
+            try
+            {
+                if (await feed.NextAsync(waitForVersion.Value, deadline.Token) is { } next)
+                {
+                    return TypedResults.Text(next.Json, "application/json", Encoding.UTF8);
+                }
+            }
+            catch (OperationCanceledException) when (!context.RequestAborted.IsCancellationRequested)
+            {
+                // timed out: answer with the current snapshot
+            }
+            return TypedResults.Ok(await grains.GetGrain<IQrSessionGrain>(id).GetSnapshotAsync(token, context.RequestAborted));
+        }
+    }
+
+    private static async Task EventsAsync(string id, HttpContext context, IGrainFactory grains, IGrainStreams streams)
+    {
+        var token = DesktopToken(context, id);
+        var (feed, snapshot) = await SnapshotFeed.OpenAsync(grains, streams, id, token, context.RequestAborted);
+        using (feed)
+        {
+            var response = context.Response;
+            response.ContentType = "text/event-stream";
+            response.Headers.CacheControl = "no-cache, no-store";
+            response.Headers["X-Accel-Buffering"] = "no";
+            var have = long.TryParse(context.Request.Headers["Last-Event-ID"], out var lastId) ? lastId : 0;
+            if (snapshot.Version > have)
+            {
+                have = snapshot.Version;
+                await WriteEventAsync(response, snapshot.Version, System.Text.Json.JsonSerializer.Serialize(snapshot, GrainJson.Options), context.RequestAborted);
+            }
+            else
+            {
+                await response.WriteAsync(": up to date\n\n", context.RequestAborted);
+                await response.Body.FlushAsync(context.RequestAborted);
+            }
+            while (!context.RequestAborted.IsCancellationRequested)
+            {
+                using var heartbeat = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted);
+                heartbeat.CancelAfter(TimeSpan.FromSeconds(15));
+                try
+                {
+                    if (await feed.NextAsync(have, heartbeat.Token) is not { } next)
+                    {
+                        return; // the session is gone
+                    }
+                    have = next.Version;
+                    await WriteEventAsync(response, next.Version, next.Json, context.RequestAborted);
+                }
+                catch (OperationCanceledException) when (!context.RequestAborted.IsCancellationRequested)
+                {
+                    // keeps proxies from closing an idle stream
+                    await response.WriteAsync(": keep-alive\n\n", context.RequestAborted);
+                    await response.Body.FlushAsync(context.RequestAborted);
+                }
+            }
+        }
+    }
+
+    private static async Task WriteEventAsync(HttpResponse response, long version, string json, CancellationToken ct)
+    {
+        await response.WriteAsync($"event: state\nid: {version}\ndata: {json}\n\n", ct);
+        await response.Body.FlushAsync(ct);
+    }
+
+    private static async Task<IResult> QrSvgAsync(string id, HttpContext context, IGrainFactory grains)
+    {
+        var url = await CurrentQrUrlAsync(id, context, grains);
+        using var data = QRCodeGenerator.GenerateQrCode(url, QRCodeGenerator.ECCLevel.M);
+        var svg = new SvgQRCode(data).GetGraphic(8);
+        context.Response.Headers.CacheControl = "no-store";
+        return TypedResults.Text(svg, "image/svg+xml", Encoding.UTF8);
+    }
+
+    private static async Task<IResult> QrPngAsync(string id, HttpContext context, IGrainFactory grains)
+    {
+        var url = await CurrentQrUrlAsync(id, context, grains);
+        using var data = QRCodeGenerator.GenerateQrCode(url, QRCodeGenerator.ECCLevel.M);
+        context.Response.Headers.CacheControl = "no-store";
+        return TypedResults.File(new PngByteQRCode(data).GetGraphic(8), "image/png");
+    }
+
+    private static async Task<string> CurrentQrUrlAsync(string id, HttpContext context, IGrainFactory grains)
+    {
+        var snapshot = await grains.GetGrain<IQrSessionGrain>(id).GetSnapshotAsync(DesktopToken(context, id), context.RequestAborted);
+        return snapshot.Qr?.Url ?? throw Errors.InvalidState(snapshot.State, "show a QR code for");
+    }
+
+    private static async Task<Ok<QrSessionSnapshot>> CancelAsync(string id, HttpContext context, IGrainFactory grains) =>
+        TypedResults.Ok(await grains.GetGrain<IQrSessionGrain>(id).CancelAsync(DesktopToken(context, id), context.RequestAborted));
+
+    private static async Task<Ok<ClaimResponse>> ClaimAsync(string id, HttpContext context, IGrainFactory grains, AccessTokens tokens)
+    {
+        var grant = await grains.GetGrain<IQrSessionGrain>(id).ClaimAsync(DesktopToken(context, id), context.RequestAborted);
+        // The session is completed now; minting happens here and nowhere else, and the tokens go only into this response.
+        var user = grains.GetGrain<IUserGrain>(grant.UserId);
+        var session = await user.AddDeviceAsync(new NewDevice(grant.DeviceId, grant.DeviceName, grant.DeviceKind, grant.Ip), CancellationToken.None);
+        var access = await tokens.IssueAsync(grant.UserId, grant.DeviceId, CancellationToken.None);
+        return TypedResults.Ok(new ClaimResponse(access, "Bearer", (int)tokens.Lifetime.TotalSeconds, session.RefreshToken,
+            new ClaimedDevice(session.Device.Id, session.Device.Name), session.User));
+    }
+
+    private static async Task<Ok<ScanResult>> ScanAsync(HttpContext context, IGrainFactory grains, ScanRequest body)
+    {
+        var caller = await context.RequirePhoneAsync();
+        if (!SessionIds.TryParseQr(body.Url ?? body.Token, out var sessionId, out var secret))
+        {
+            throw body.Url is null && body.Token is null ? Errors.Validation("Send { \"url\": \"…\" } or { \"token\": \"…\" }.") : Errors.QrInvalid();
+        }
+        return TypedResults.Ok(await grains.GetGrain<IQrSessionGrain>(sessionId).ScanAsync(secret, caller.UserId, context.ClientIp(), context.RequestAborted));
+    }
+
+    private static async Task<Ok<StateResponse>> ApproveAsync(string id, HttpContext context, IGrainFactory grains, ApproveRequest body)
+    {
+        var caller = await context.RequirePhoneAsync();
+        if (body.Number is not { Length: > 0 and <= 4 } number)
+        {
+            throw Errors.Validation("number is required: the two-digit number shown on the other device.");
+        }
+        var grain = SessionGrainForPhone(grains, id);
+        return TypedResults.Ok(new StateResponse((await grain.ApproveAsync(caller.UserId, number, context.RequestAborted)).State));
+    }
+
+    private static async Task<Ok<StateResponse>> RejectAsync(string id, HttpContext context, IGrainFactory grains)
+    {
+        var caller = await context.RequirePhoneAsync();
+        var grain = SessionGrainForPhone(grains, id);
+        return TypedResults.Ok(new StateResponse((await grain.RejectAsync(caller.UserId, context.RequestAborted)).State));
+    }
+
+    private static IQrSessionGrain SessionGrainForPhone(IGrainFactory grains, string id) =>
+        SessionIds.IsWellFormed(id) ? grains.GetGrain<IQrSessionGrain>(id) : throw Errors.QrInvalid();
+
+    /// <summary>A malformed id answers exactly like a wrong token: 401, nothing about the session.</summary>
+    private static string DesktopToken(HttpContext context, string id)
+    {
+        var token = context.Request.RequireDesktopToken();
+        return SessionIds.IsWellFormed(id) ? token : throw Errors.Unauthenticated("A valid desktop token for this session is required.");
+    }
+}

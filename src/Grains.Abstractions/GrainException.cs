@@ -1,0 +1,35 @@
+namespace QrOrleans;
+
+/// <summary>
+/// A refusal a caller can act on: <see cref="Code"/> is the stable snake_case code of API.md and
+/// <see cref="Status"/> the HTTP status the gateway answers with.
+/// </summary>
+public sealed class GrainException(string code, int status, string title, string? detail = null)
+    : Exception(detail ?? title)
+{
+    public string Code { get; } = code;
+    public int Status { get; } = status;
+    public string Title { get; } = title;
+    public string? Detail { get; } = detail;
+    public DateTimeOffset? RetryAfter { get; init; }
+}
+
+/// <summary>Every error code the grains raise, with its status.</summary>
+public static class Errors
+{
+    public static GrainException QrInvalid() => new("qr_invalid", 404, "Unknown QR code", "This code is not a valid sign-in code.");
+    public static GrainException QrExpired() => new("qr_expired", 410, "QR code expired", "This code has expired. Ask for a new one on the device that shows it.");
+    public static GrainException QrAlreadyScanned() => new("qr_already_scanned", 409, "Already scanned", "Another phone has already scanned this code.");
+    public static GrainException QrAlreadyUsed() => new("qr_already_used", 409, "Code already used", "This sign-in has already finished.");
+    public static GrainException NotScanner() => new("not_scanner", 403, "Not the scanning user", "Only the user who scanned this code can approve or reject it.");
+    public static GrainException InvalidState(string state, string action) => new("invalid_state", 409, "Invalid state", $"Cannot {action} a session that is {state}.");
+    public static GrainException NumberMismatch() => new("number_mismatch", 422, "Number does not match", "The number picked is not the one shown on the other device; the sign-in was rejected.");
+    public static GrainException NotApproved() => new("not_approved", 409, "Not approved yet", "The session has not been approved on the phone yet.");
+    public static GrainException AlreadyClaimed() => new("already_claimed", 410, "Already claimed", "The tokens of this session were already handed out.");
+    public static GrainException Unauthenticated(string detail = "A valid token is required.") => new("unauthenticated", 401, "Unauthenticated", detail);
+    public static GrainException RefreshTokenReused() => new("refresh_token_reused", 401, "Refresh token reused", "This refresh token was already used; the device has been signed out.");
+    public static GrainException InvalidRefreshToken() => new("invalid_refresh_token", 401, "Invalid refresh token", "The refresh token is not valid.");
+    public static GrainException UsernameTaken(string username) => new("username_taken", 409, "Username taken", $"The username '{username}' is already in use.");
+    public static GrainException NotFound(string what) => new("not_found", 404, "Not found", $"{what} was not found.");
+    public static GrainException Validation(string detail) => new("validation_failed", 400, "Invalid request", detail);
+}

@@ -1,0 +1,66 @@
+namespace QrOrleans.Runtime;
+
+// The provider SPI: what a storage backend (memory, PostgreSQL) must do. The runtime does the rest.
+
+/// <summary>A grain's persisted state as bytes plus its version (the ETag; 1 after the first write).</summary>
+public sealed record StoredGrain(byte[] State, long Etag);
+
+/// <summary>Set (DueAt not null) or clear (DueAt null) one named reminder of the committing grain.</summary>
+public sealed record ReminderChange(string Name, DateTimeOffset? DueAt, TimeSpan? Period);
+
+/// <summary>A state change published on the grain's stream. Version is the grain's version after the commit.</summary>
+public sealed record StreamEvent(GrainId Grain, long Version, string Payload);
+
+/// <summary>What a turn changes besides the state; committed atomically with it.</summary>
+public sealed record TurnEffects(IReadOnlyList<ReminderChange> Reminders, IReadOnlyList<StreamEvent> Events)
+{
+    public static readonly TurnEffects None = new([], []);
+}
+
+/// <summary>The stored version did not match: another turn (on this node or another) committed first.</summary>
+public sealed class EtagConflictException(GrainId grain, long? expected)
+    : Exception($"Grain {grain} was changed concurrently (expected version {expected?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "none"}).");
+
+public interface IGrainStore
+{
+    Task<StoredGrain?> ReadAsync(GrainId id, CancellationToken ct);
+
+    /// <summary>
+    /// One atomic commit: the state (null deletes the grain) if the stored version still equals
+    /// <paramref name="expectedEtag"/> (null = must not exist), together with the turn's reminder
+    /// changes and stream events. Returns the new version; throws <see cref="EtagConflictException"/>.
+    /// </summary>
+    Task<long> CommitAsync(GrainId id, long? expectedEtag, byte[]? state, TurnEffects effects, CancellationToken ct);
+}
+
+/// <summary>A reminder claimed by this node. Seq identifies the exact row version that was claimed.</summary>
+public sealed record DueReminder(GrainId Grain, string Name, DateTimeOffset DueAt, TimeSpan? Period, long Seq);
+
+public interface IReminderTable
+{
+    /// <summary>
+    /// Claims up to <paramref name="max"/> reminders due at <paramref name="now"/>. A claimed reminder is
+    /// hidden for <paramref name="lease"/>; if it is not completed by then it becomes due again
+    /// (at-least-once delivery).
+    /// </summary>
+    Task<IReadOnlyList<DueReminder>> ClaimDueAsync(DateTimeOffset now, TimeSpan lease, int max, CancellationToken ct);
+
+    /// <summary>The handler succeeded: delete a one-shot reminder or schedule the next period, unless the
+    /// grain re-set the reminder meanwhile (its Seq changed).</summary>
+    Task CompleteAsync(DueReminder reminder, DateTimeOffset now, CancellationToken ct);
+
+    /// <summary>The number of reminders due now and of those overdue by more than <paramref name="overdueBy"/>.</summary>
+    Task<(int Due, int Overdue)> BacklogAsync(DateTimeOffset now, TimeSpan overdueBy, CancellationToken ct);
+}
+
+/// <summary>Either an event or a resync: "events may have been missed, re-read snapshots".</summary>
+public readonly record struct StreamSignal(StreamEvent? Event)
+{
+    public static readonly StreamSignal Resync = new(null);
+    public bool IsResync => Event is null;
+}
+
+public interface IStreamSource
+{
+    IAsyncEnumerable<StreamSignal> ListenAsync(CancellationToken ct);
+}

@@ -1,0 +1,16 @@
+namespace QrOrleans.Grains.QrSessions;
+
+/// <summary>Timings of the QR ceremony (configuration section QrOrleans:QrSession).</summary>
+public sealed class QrSessionOptions
+{
+    public TimeSpan QrTtl { get; set; } = TimeSpan.FromSeconds(30);
+    public int MaxRotations { get; set; } = 6;
+    public TimeSpan ApprovalWindow { get; set; } = TimeSpan.FromMinutes(1);
+    public TimeSpan ClaimWindow { get; set; } = TimeSpan.FromMinutes(1);
+
+    /// <summary>How long a finished session is kept so late callers get the precise error.</summary>
+    public TimeSpan TerminalGrace { get; set; } = TimeSpan.FromMinutes(2);
+
+    /// <summary>The origin QR URLs point at; the gateway fills in its first listening URL when unset.</summary>
+    public string PublicOrigin { get; set; } = "";
+}
