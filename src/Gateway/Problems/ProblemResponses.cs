@@ -2,6 +2,7 @@ using System.Text.Json;
 using Microsoft.AspNetCore.Diagnostics;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Mvc;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace QrOrleans.Gateway.Problems;
 
@@ -42,6 +43,18 @@ public static partial class ProblemResponses
                 _ => ("http_" + context.Response.StatusCode, "Request failed", null),
             };
             await Write(context, Create(context.Response.StatusCode, code.Item1, code.Item2, code.Item3)).ConfigureAwait(false);
+        });
+        // Refusals are answers, not failures: written here, before the exception handler would log them as errors.
+        app.Use(async (context, next) =>
+        {
+            try
+            {
+                await next(context).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is GrainException or BadHttpRequestException && !context.Response.HasStarted)
+            {
+                await Write(context, Map(e, NullLogger.Instance)).ConfigureAwait(false);
+            }
         });
         return app;
     }
