@@ -27,17 +27,24 @@ public sealed class SiloHarness : IAsyncDisposable
 {
     private readonly ServiceProvider _services;
 
-    public SiloHarness(Action<QrSessionOptions>? configure = null, TimeProvider? clock = null)
+    public SiloHarness(Action<QrSessionOptions>? configure = null, TimeProvider? clock = null,
+        Action<IServiceCollection>? services = null, Action<SiloOptions>? silo = null)
     {
         var options = new QrSessionOptions { PublicOrigin = "https://qr.example" };
         configure?.Invoke(options);
         Clock = clock as ManualClock;
-        _services = new ServiceCollection()
+        var collection = new ServiceCollection();
+        collection
             .AddLogging(l => l.SetMinimumLevel(LogLevel.Warning))
             .AddSingleton(clock ?? Clock ?? (Clock = new ManualClock()))
             .AddSingleton(options)
-            .AddQrSilo(o => o.UseMemory())
-            .BuildServiceProvider();
+            .AddQrSilo(o =>
+            {
+                o.UseMemory();
+                silo?.Invoke(o);
+            });
+        services?.Invoke(collection);
+        _services = collection.BuildServiceProvider();
     }
 
     public ManualClock? Clock { get; private set; }

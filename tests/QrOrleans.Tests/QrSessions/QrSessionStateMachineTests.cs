@@ -1,0 +1,240 @@
+using QrOrleans.QrSessions;
+using QrOrleans.Tests.Infrastructure;
+
+namespace QrOrleans.Tests.QrSessions;
+
+/// <summary>Every transition of ARCHITECTURE.md's QR session, and every refusal with its code.</summary>
+public sealed class QrSessionStateMachineTests : IAsyncLifetime
+{
+    private const string Alice = "alice";
+    private const string Bob = "bob";
+    private readonly SiloHarness _silo = new(o =>
+    {
+        o.QrTtl = TimeSpan.FromSeconds(30);
+        o.MaxRotations = 3;
+        o.ApprovalWindow = TimeSpan.FromMinutes(1);
+        o.ClaimWindow = TimeSpan.FromMinutes(1);
+        o.TerminalGrace = TimeSpan.FromMinutes(2);
+    });
+
+    private ManualClock Clock => _silo.Clock!;
+
+    public ValueTask InitializeAsync() => ValueTask.CompletedTask;
+
+    public ValueTask DisposeAsync() => _silo.DisposeAsync();
+
+    private static readonly Requester Desktop = new("Firefox on Linux", "browser", "Firefox 140", "Linux", "192.168.1.20", DateTimeOffset.UnixEpoch);
+
+    private async Task<(IQrSessionGrain Grain, SessionCreated Created)> NewSessionAsync()
+    {
+        var id = Grains.Secrets.NewToken(16);
+        var grain = _silo.Grains.GetGrain<IQrSessionGrain>(id);
+        return (grain, await grain.CreateAsync(Desktop, CancellationToken.None));
+    }
+
+    private static string Secret(QrSessionSnapshot s) => s.Qr!.Url.Split('.')[^1];
+
+    private static async Task<string> CodeOf(Func<Task> action) => (await Assert.ThrowsAsync<GrainException>(action)).Code;
+
+    [Fact]
+    public async Task A_new_session_is_pending_with_server_generated_ids_and_a_qr_url()
+    {
+        var (_, created) = await NewSessionAsync();
+        Assert.Equal(QrSessionStates.Pending, created.Snapshot.State);
+        Assert.Equal(1, created.Snapshot.Version);
+        Assert.Equal(22, created.Snapshot.SessionId.Length);                 // 128 bits, base64url
+        Assert.True(created.DesktopToken.Length >= 43);                       // ≥ 256 bits
+        Assert.Matches($"^https://qr.example/l/{created.Snapshot.SessionId}\\.[A-Za-z0-9_-]{{22}}$", created.Snapshot.Qr!.Url);
+        Assert.Equal(1, created.Snapshot.Qr.Rotation);
+        Assert.Equal(3, created.Snapshot.Qr.MaxRotations);
+    }
+
+    [Fact]
+    public async Task Scan_binds_the_first_scanner_and_shows_a_number_among_three_choices()
+    {
+        var (grain, created) = await NewSessionAsync();
+        var scan = await grain.ScanAsync(Secret(created.Snapshot), Alice, "192.168.1.77", CancellationToken.None);
+        var snapshot = await grain.GetSnapshotAsync(created.DesktopToken, CancellationToken.None);
+
+        Assert.Equal(QrSessionStates.Scanned, snapshot.State);
+        Assert.Null(snapshot.Qr);
+        Assert.Equal(3, scan.NumberChoices.Count);
+        Assert.Contains(snapshot.NumberMatch, scan.NumberChoices);
+        Assert.Equal("Firefox on Linux", scan.Requester.ClientName);
+        Assert.True(scan.Requester.SameNetwork);
+        Assert.Equal("qr_already_scanned", await CodeOf(() => grain.ScanAsync(Secret(created.Snapshot), Bob, "10.0.0.1", CancellationToken.None)));
+    }
+
+    [Fact]
+    public async Task A_phone_on_another_network_is_told_so()
+    {
+        var (grain, created) = await NewSessionAsync();
+        var scan = await grain.ScanAsync(Secret(created.Snapshot), Alice, "203.0.113.9", CancellationToken.None);
+        Assert.False(scan.Requester.SameNetwork);
+    }
+
+    [Fact]
+    public async Task Approve_with_the_right_number_then_claim_completes_once()
+    {
+        var (grain, created) = await NewSessionAsync();
+        await grain.ScanAsync(Secret(created.Snapshot), Alice, "192.168.1.77", CancellationToken.None);
+        var number = (await grain.GetSnapshotAsync(created.DesktopToken, CancellationToken.None)).NumberMatch!;
+
+        Assert.Equal("not_approved", await CodeOf(() => grain.ClaimAsync(created.DesktopToken, CancellationToken.None)));
+        var approved = await grain.ApproveAsync(Alice, number, CancellationToken.None);
+        Assert.Equal(QrSessionStates.Approved, approved.State);
+
+        var grant = await grain.ClaimAsync(created.DesktopToken, CancellationToken.None);
+        Assert.Equal(Alice, grant.UserId);
+        Assert.StartsWith(Alice + "-", grant.DeviceId, StringComparison.Ordinal);
+        Assert.Equal(QrSessionStates.Completed, (await grain.GetSnapshotAsync(created.DesktopToken, CancellationToken.None)).State);
+        Assert.Equal("already_claimed", await CodeOf(() => grain.ClaimAsync(created.DesktopToken, CancellationToken.None)));
+        Assert.Equal("qr_already_used", await CodeOf(() => grain.ScanAsync(Secret(created.Snapshot), Alice, "1.1.1.1", CancellationToken.None)));
+    }
+
+    [Fact]
+    public async Task A_wrong_number_rejects_the_session()
+    {
+        var (grain, created) = await NewSessionAsync();
+        var scan = await grain.ScanAsync(Secret(created.Snapshot), Alice, "192.168.1.77", CancellationToken.None);
+        var right = (await grain.GetSnapshotAsync(created.DesktopToken, CancellationToken.None)).NumberMatch;
+        var wrong = scan.NumberChoices.First(n => n != right);
+
+        Assert.Equal("number_mismatch", await CodeOf(() => grain.ApproveAsync(Alice, wrong, CancellationToken.None)));
+        Assert.Equal(QrSessionStates.Rejected, (await grain.GetSnapshotAsync(created.DesktopToken, CancellationToken.None)).State);
+        Assert.Equal("qr_already_used", await CodeOf(() => grain.ApproveAsync(Alice, right!, CancellationToken.None)));
+        Assert.Equal("invalid_state", await CodeOf(() => grain.ClaimAsync(created.DesktopToken, CancellationToken.None)));
+    }
+
+    [Fact]
+    public async Task Only_the_scanner_may_approve_or_reject()
+    {
+        var (grain, created) = await NewSessionAsync();
+        await grain.ScanAsync(Secret(created.Snapshot), Alice, "192.168.1.77", CancellationToken.None);
+        var number = (await grain.GetSnapshotAsync(created.DesktopToken, CancellationToken.None)).NumberMatch!;
+
+        Assert.Equal("not_scanner", await CodeOf(() => grain.ApproveAsync(Bob, number, CancellationToken.None)));
+        Assert.Equal("not_scanner", await CodeOf(() => grain.RejectAsync(Bob, CancellationToken.None)));
+        Assert.Equal(QrSessionStates.Rejected, (await grain.RejectAsync(Alice, CancellationToken.None)).State);
+    }
+
+    [Fact]
+    public async Task Approve_before_a_scan_is_an_invalid_state()
+    {
+        var (grain, _) = await NewSessionAsync();
+        Assert.Equal("invalid_state", await CodeOf(() => grain.ApproveAsync(Alice, "42", CancellationToken.None)));
+        Assert.Equal("invalid_state", await CodeOf(() => grain.RejectAsync(Alice, CancellationToken.None)));
+    }
+
+    [Fact]
+    public async Task The_desktop_can_cancel_until_the_claim()
+    {
+        var (grain, created) = await NewSessionAsync();
+        await grain.ScanAsync(Secret(created.Snapshot), Alice, "192.168.1.77", CancellationToken.None);
+        Assert.Equal(QrSessionStates.Cancelled, (await grain.CancelAsync(created.DesktopToken, CancellationToken.None)).State);
+        Assert.Equal(QrSessionStates.Cancelled, (await grain.CancelAsync(created.DesktopToken, CancellationToken.None)).State);
+        Assert.Equal("qr_already_used", await CodeOf(() => grain.ApproveAsync(Alice, "42", CancellationToken.None)));
+        Assert.Equal("invalid_state", await CodeOf(() => grain.ClaimAsync(created.DesktopToken, CancellationToken.None)));
+    }
+
+    [Fact]
+    public async Task A_wrong_desktop_token_is_unauthenticated_for_every_desktop_call()
+    {
+        var (grain, _) = await NewSessionAsync();
+        var wrong = Grains.Secrets.NewToken(32);
+        Assert.Equal("unauthenticated", await CodeOf(() => grain.GetSnapshotAsync(wrong, CancellationToken.None)));
+        Assert.Equal("unauthenticated", await CodeOf(() => grain.CancelAsync(wrong, CancellationToken.None)));
+        Assert.Equal("unauthenticated", await CodeOf(() => grain.ClaimAsync(wrong, CancellationToken.None)));
+        var unknown = _silo.Grains.GetGrain<IQrSessionGrain>(Grains.Secrets.NewToken(16));
+        Assert.Equal("unauthenticated", await CodeOf(() => unknown.GetSnapshotAsync(wrong, CancellationToken.None)));
+    }
+
+    [Fact]
+    public async Task The_qr_rotates_on_its_reminder_and_a_superseded_code_is_expired()
+    {
+        var (grain, created) = await NewSessionAsync();
+        var first = Secret(created.Snapshot);
+        Clock.Advance(TimeSpan.FromSeconds(29));
+        Assert.Equal(0, await _silo.FireDueRemindersAsync());
+        Clock.Advance(TimeSpan.FromSeconds(1));
+        Assert.Equal(1, await _silo.FireDueRemindersAsync());
+
+        var rotated = await grain.GetSnapshotAsync(created.DesktopToken, CancellationToken.None);
+        Assert.Equal(2, rotated.Qr!.Rotation);
+        Assert.Equal(2, rotated.Version);
+        Assert.NotEqual(first, Secret(rotated));
+        Assert.Equal("qr_expired", await CodeOf(() => grain.ScanAsync(first, Alice, "1.1.1.1", CancellationToken.None)));
+        Assert.Equal("qr_invalid", await CodeOf(() => grain.ScanAsync(Grains.Secrets.NewToken(16), Alice, "1.1.1.1", CancellationToken.None)));
+        await grain.ScanAsync(Secret(rotated), Alice, "1.1.1.1", CancellationToken.None);
+    }
+
+    [Fact]
+    public async Task After_max_rotations_the_session_expires_and_nothing_rotates_any_more()
+    {
+        var (grain, created) = await NewSessionAsync();
+        for (var i = 0; i < 3; i++)
+        {
+            Clock.Advance(TimeSpan.FromSeconds(30));
+            await _silo.FireDueRemindersAsync();
+        }
+        var expired = await grain.GetSnapshotAsync(created.DesktopToken, CancellationToken.None);
+        Assert.Equal(QrSessionStates.Expired, expired.State);
+        Assert.Equal(4, expired.Version); // created, rotation 2, rotation 3, expired
+        Clock.Advance(TimeSpan.FromSeconds(30));
+        await _silo.FireDueRemindersAsync();
+        Assert.Equal(4, (await grain.GetSnapshotAsync(created.DesktopToken, CancellationToken.None)).Version);
+    }
+
+    [Fact]
+    public async Task A_late_reminder_never_lets_a_scan_use_a_code_past_its_life()
+    {
+        var (grain, created) = await NewSessionAsync();
+        Clock.Advance(TimeSpan.FromSeconds(31)); // the rotation reminder has not run yet
+        Assert.Equal("qr_expired", await CodeOf(() => grain.ScanAsync(Secret(created.Snapshot), Alice, "1.1.1.1", CancellationToken.None)));
+    }
+
+    [Fact]
+    public async Task The_approval_window_and_the_claim_window_expire_the_session()
+    {
+        var (grain, created) = await NewSessionAsync();
+        await grain.ScanAsync(Secret(created.Snapshot), Alice, "1.1.1.1", CancellationToken.None);
+        var number = (await grain.GetSnapshotAsync(created.DesktopToken, CancellationToken.None)).NumberMatch!;
+        Clock.Advance(TimeSpan.FromMinutes(1));
+        Assert.Equal("qr_expired", await CodeOf(() => grain.ApproveAsync(Alice, number, CancellationToken.None)));
+        Assert.Equal(QrSessionStates.Expired, (await grain.GetSnapshotAsync(created.DesktopToken, CancellationToken.None)).State);
+
+        var (grain2, created2) = await NewSessionAsync();
+        await grain2.ScanAsync(Secret(created2.Snapshot), Alice, "1.1.1.1", CancellationToken.None);
+        await grain2.ApproveAsync(Alice, (await grain2.GetSnapshotAsync(created2.DesktopToken, CancellationToken.None)).NumberMatch!, CancellationToken.None);
+        Clock.Advance(TimeSpan.FromMinutes(1));
+        await _silo.FireDueRemindersAsync();
+        Assert.Equal(QrSessionStates.Expired, (await grain2.GetSnapshotAsync(created2.DesktopToken, CancellationToken.None)).State);
+        Assert.Equal("qr_expired", await CodeOf(() => grain2.ClaimAsync(created2.DesktopToken, CancellationToken.None)));
+    }
+
+    [Fact]
+    public async Task A_finished_session_is_kept_for_the_grace_period_then_deleted()
+    {
+        var (grain, created) = await NewSessionAsync();
+        await grain.CancelAsync(created.DesktopToken, CancellationToken.None);
+        Clock.Advance(TimeSpan.FromMinutes(1));
+        await _silo.FireDueRemindersAsync();
+        Assert.Equal("qr_already_used", await CodeOf(() => grain.ScanAsync(Secret(created.Snapshot), Alice, "1.1.1.1", CancellationToken.None)));
+        Clock.Advance(TimeSpan.FromMinutes(1));
+        await _silo.FireDueRemindersAsync();
+        Assert.Equal("qr_invalid", await CodeOf(() => grain.ScanAsync(Secret(created.Snapshot), Alice, "1.1.1.1", CancellationToken.None)));
+        Assert.Equal("unauthenticated", await CodeOf(() => grain.GetSnapshotAsync(created.DesktopToken, CancellationToken.None)));
+        var (due, _) = await _silo.Reminders.BacklogAsync(Clock.GetUtcNow() + TimeSpan.FromDays(1), TimeSpan.Zero, CancellationToken.None);
+        Assert.Equal(0, due);
+    }
+
+    [Fact]
+    public async Task The_same_phone_scanning_twice_sees_the_same_question()
+    {
+        var (grain, created) = await NewSessionAsync();
+        var first = await grain.ScanAsync(Secret(created.Snapshot), Alice, "1.1.1.1", CancellationToken.None);
+        var again = await grain.ScanAsync(Secret(created.Snapshot), Alice, "1.1.1.1", CancellationToken.None);
+        Assert.Equal(first.NumberChoices, again.NumberChoices);
+        Assert.Equal(2, (await grain.GetSnapshotAsync(created.DesktopToken, CancellationToken.None)).Version);
+    }
+}
