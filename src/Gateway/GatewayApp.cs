@@ -41,6 +41,8 @@ public static class GatewayApp
             silo.ConnectionString = storage.GetValue<string>("ConnectionString");
         });
         builder.Services.AddSingleton<AccessTokens>();
+        builder.Services.ConfigureHttpJsonOptions(o =>
+            o.SerializerOptions.DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull);
         builder.Services.AddSignalR();
         builder.Services.AddQrRateLimits(gateway.RateLimiting);
         builder.Services.AddOpenApi();

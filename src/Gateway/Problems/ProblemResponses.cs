@@ -39,7 +39,9 @@ public static partial class ProblemResponses
             {
                 404 => ("not_found", "Not found", "There is nothing at this address."),
                 405 => ("method_not_allowed", "Method not allowed", $"{context.Request.Method} is not allowed here."),
+                413 => ("payload_too_large", "Request body too large", "The request body exceeds the size limit."),
                 415 => ("unsupported_media_type", "Unsupported media type", "Send the body as application/json."),
+                400 => ("bad_request", "Bad request", null),
                 _ => ("http_" + context.Response.StatusCode, "Request failed", null),
             };
             await Write(context, Create(context.Response.StatusCode, code.Item1, code.Item2, code.Item3)).ConfigureAwait(false);

@@ -39,8 +39,10 @@
       // After a reconnect the server re-sends the snapshot, so nothing that happened meanwhile is missed.
       connection.onreconnected(() => session && connection.invoke('Watch', session.sessionId, session.desktopToken));
       await connection.start();
-      document.getElementById('transport').textContent = 'Live over ' + connection.connection.transport.name;
-      main.dataset.transport = connection.connection.transport.name;
+      // The client exposes no transport name: tell it by the socket the transport holds (WebSocket, EventSource, else polling).
+      const held = Object.values(connection.connection.transport || {}), transport = held.some(v => v instanceof WebSocket) ? 'WebSockets' : held.some(v => typeof EventSource !== 'undefined' && v instanceof EventSource) ? 'ServerSentEvents' : 'LongPolling';
+      document.getElementById('transport').textContent = 'Live over ' + transport;
+      main.dataset.transport = transport;
     }
     await connection.invoke('Watch', session.sessionId, session.desktopToken);
   }

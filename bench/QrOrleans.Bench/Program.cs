@@ -1,0 +1,111 @@
+using System.Globalization;
+using QrOrleans.Bench;
+
+// Load generator for a running QrOrleans node. See docs/benchmarks.md.
+//   ceremonies --target <url> --seconds <n> [--concurrency <c>] [--transport signalr|sse] [--admin-key <key>] [--phones <p>] [--hubs <h>]
+//   waiting    --target <url> --count <n> [--transport signalr|sse] [--pid <server pid>] [--parallel <p>] [--settle <s>] [--warmup <w>]
+if (args.Length == 0 || args[0] is "-h" or "--help" or "help")
+{
+    Usage();
+    return 2;
+}
+
+try
+{
+    var options = Args.Parse(args.AsSpan(1));
+    return args[0] switch
+    {
+        "ceremonies" => await CeremoniesBench.RunAsync(options),
+        "waiting" => await WaitingBench.RunAsync(options),
+        _ => Usage(),
+    };
+}
+catch (ArgumentException e)
+{
+    Console.Error.WriteLine(e.Message);
+    Usage();
+    return 2;
+}
+
+static int Usage()
+{
+    Console.Error.WriteLine("""
+        usage:
+          QrOrleans.Bench ceremonies --target <url> --seconds <n> [--concurrency <c>] [--transport signalr|sse]
+                                     [--admin-key <key>] [--phones <p>] [--hubs <h>]
+          QrOrleans.Bench waiting --target <url> --count <n> [--transport signalr|sse] [--pid <server pid>]
+                                  [--parallel <p>] [--settle <seconds>] [--warmup <n>]
+        """);
+    return 2;
+}
+
+namespace QrOrleans.Bench
+{
+    /// <summary>"--key value" pairs, parsed by hand.</summary>
+    public sealed class Args
+    {
+        private readonly Dictionary<string, string> _values = new(StringComparer.Ordinal);
+
+        public static Args Parse(ReadOnlySpan<string> args)
+        {
+            var parsed = new Args();
+            for (var i = 0; i < args.Length; i++)
+            {
+                var key = args[i];
+                if (!key.StartsWith("--", StringComparison.Ordinal) || key.Length < 3)
+                {
+                    throw new ArgumentException($"unexpected argument '{key}'");
+                }
+                var eq = key.IndexOf('=', StringComparison.Ordinal);
+                if (eq > 0)
+                {
+                    parsed._values[key[2..eq]] = key[(eq + 1)..];
+                    continue;
+                }
+                if (i + 1 >= args.Length)
+                {
+                    throw new ArgumentException($"{key} needs a value");
+                }
+                parsed._values[key[2..]] = args[++i];
+            }
+            return parsed;
+        }
+
+        public string? Get(string key) => _values.GetValueOrDefault(key);
+
+        public string Required(string key) => Get(key) ?? throw new ArgumentException($"--{key} is required");
+
+        public int Int(string key, int? fallback = null)
+        {
+            var value = Get(key);
+            if (value is null)
+            {
+                return fallback ?? throw new ArgumentException($"--{key} is required");
+            }
+            return int.TryParse(value, NumberStyles.Integer, CultureInfo.InvariantCulture, out var n) && n >= 0
+                ? n
+                : throw new ArgumentException($"--{key} must be a non-negative integer");
+        }
+
+        public Uri Target()
+        {
+            var target = Required("target");
+            return Uri.TryCreate(target, UriKind.Absolute, out var uri) && uri.Scheme is "http" or "https"
+                ? new Uri(uri.GetLeftPart(UriPartial.Authority) + "/")
+                : throw new ArgumentException("--target must be an http(s) URL");
+        }
+
+        public Transport Transport() => (Get("transport") ?? "signalr").ToLowerInvariant() switch
+        {
+            "signalr" => Bench.Transport.SignalR,
+            "sse" => Bench.Transport.Sse,
+            var other => throw new ArgumentException($"--transport must be signalr or sse, not '{other}'"),
+        };
+    }
+
+    public enum Transport
+    {
+        SignalR,
+        Sse,
+    }
+}

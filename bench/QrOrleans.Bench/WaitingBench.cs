@@ -1,0 +1,190 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.RegularExpressions;
+
+namespace QrOrleans.Bench;
+
+/// <summary>
+/// Holds <c>count</c> desktops watching their pending sessions at once, each over its own WebSocket (SignalR) or
+/// its own event stream (SSE), as real desktops do, and reports the server's RSS growth per waiting desktop.
+/// </summary>
+public static partial class WaitingBench
+{
+    public static async Task<int> RunAsync(Args args)
+    {
+        var target = args.Target();
+        var count = Math.Max(1, args.Int("count"));
+        var transport = args.Transport();
+        var parallel = Math.Max(1, args.Int("parallel", 64));
+        var settle = args.Int("settle", 5);
+        var warmup = args.Int("warmup", 200);
+        var pid = args.Get("pid") is not null ? args.Int("pid") : FindListener(target.Port);
+        var c = CultureInfo.InvariantCulture;
+        Console.WriteLine(string.Create(c,
+            $"waiting: target={target} count={count} transport={transport} server pid={pid} parallel={parallel} cores={Environment.ProcessorCount}"));
+
+        using var api = new Api(target);
+        using var wsInvoker = new HttpMessageInvoker(Api.NewHandler());
+
+        // Warm-up: the same path a few hundred times (JIT, pools, first allocations), then let go of them.
+        if (warmup > 0)
+        {
+            var warm = await HoldAsync(api, wsInvoker, transport, warmup, parallel, quiet: true);
+            await warm.DisposeAsync();
+            Console.WriteLine(string.Create(c, $"warm-up: {warm.Watching} desktops watched and closed ({warm.Errors} errors)"));
+        }
+        await Task.Delay(TimeSpan.FromSeconds(settle));
+        var before = VmRssKb(pid);
+        Console.WriteLine(string.Create(c, $"server VmRSS before: {before} kB"));
+
+        var clock = Stopwatch.StartNew();
+        await using var held = await HoldAsync(api, wsInvoker, transport, count, parallel, quiet: false);
+        var opened = clock.Elapsed.TotalSeconds;
+        Console.WriteLine(string.Create(c,
+            $"{held.Watching} desktops watching ({held.Errors} errors) after {opened:F1} s; settling {settle} s"));
+        await Task.Delay(TimeSpan.FromSeconds(settle));
+        var after = VmRssKb(pid);
+        var alive = held.Alive();
+        Console.WriteLine(string.Create(c, $"server VmRSS after: {after} kB (+{after - before} kB); still connected: {alive}/{held.Watching}"));
+        foreach (var (what, n) in held.ErrorKinds.OrderByDescending(e => e.Value).Take(5))
+        {
+            Console.WriteLine(string.Create(c, $"  error x{n}: {what}"));
+        }
+        var perWaiting = alive > 0 ? (after - before) / (double)alive : double.NaN;
+        Console.WriteLine(string.Create(c, $"waiting={alive} kb_per_waiting={perWaiting:F1}"));
+        return held.Errors == 0 && alive == count ? 0 : 1;
+    }
+
+    /// <summary>What is being held open: hub connections or event streams, one per desktop.</summary>
+    private sealed class Held : IAsyncDisposable
+    {
+        public List<HubConnection> Hubs { get; } = [];
+        public List<SseStream> Streams { get; } = [];
+        public List<SessionWatch> Watches { get; } = [];
+        public Dictionary<string, int> ErrorKinds { get; } = new(StringComparer.Ordinal);
+        public int Watching { get; set; }
+        public int Errors { get; set; }
+
+        /// <summary>Desktops whose connection is still open and whose watch has not failed.</summary>
+        public int Alive()
+        {
+            lock (this)
+            {
+                var failed = Watches.Count(w => w.Pending.IsFaulted || w.Scanned.IsFaulted);
+                var closedHubs = Hubs.Count(h => !h.IsOpen);
+                return Watches.Count - Math.Max(failed, closedHubs);
+            }
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await Parallel.ForEachAsync(Hubs, new ParallelOptions { MaxDegreeOfParallelism = 32 }, async (h, _) => await h.DisposeAsync());
+            await Parallel.ForEachAsync(Streams, new ParallelOptions { MaxDegreeOfParallelism = 32 }, async (s, _) => await s.DisposeAsync());
+        }
+    }
+
+    private static async Task<Held> HoldAsync(Api api, HttpMessageInvoker wsInvoker, Transport transport, int count, int parallel, bool quiet)
+    {
+        var held = new Held();
+        var done = 0;
+        await Parallel.ForEachAsync(Enumerable.Range(0, count), new ParallelOptions { MaxDegreeOfParallelism = parallel }, async (_, ct) =>
+        {
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+            HubConnection? hub = null;
+            SseStream? sse = null;
+            try
+            {
+                var session = await api.CreateSessionAsync(timeout.Token);
+                var watch = new SessionWatch(session.SessionId);
+                if (transport == Transport.SignalR)
+                {
+                    hub = await HubConnection.ConnectAsync(api.Target, wsInvoker, timeout.Token);
+                    await hub.WatchAsync(watch, session.DesktopToken, timeout.Token);
+                }
+                else
+                {
+                    sse = await SseStream.OpenAsync(api, session, watch, timeout.Token);
+                }
+                await watch.Pending.WaitAsync(timeout.Token);
+                lock (held)
+                {
+                    held.Watches.Add(watch);
+                    if (hub is not null)
+                    {
+                        held.Hubs.Add(hub);
+                    }
+                    if (sse is not null)
+                    {
+                        held.Streams.Add(sse);
+                    }
+                    held.Watching++;
+                }
+            }
+            catch (Exception e)
+            {
+                if (hub is not null)
+                {
+                    await hub.DisposeAsync();
+                }
+                if (sse is not null)
+                {
+                    await sse.DisposeAsync();
+                }
+                lock (held)
+                {
+                    held.Errors++;
+                    var what = e is BenchException ? e.Message : e.GetType().Name + ": " + e.Message;
+                    held.ErrorKinds[what] = held.ErrorKinds.GetValueOrDefault(what) + 1;
+                }
+            }
+            var n = Interlocked.Increment(ref done);
+            if (!quiet && n % 1000 == 0)
+            {
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {n}/{count} desktops set up"));
+            }
+        });
+        return held;
+    }
+
+    /// <summary>VmRSS of the process, in kB, from /proc/&lt;pid&gt;/status.</summary>
+    public static long VmRssKb(int pid)
+    {
+        foreach (var line in File.ReadLines($"/proc/{pid}/status"))
+        {
+            if (line.StartsWith("VmRSS:", StringComparison.Ordinal))
+            {
+                return long.Parse(line[6..].Trim().Split(' ')[0], CultureInfo.InvariantCulture);
+            }
+        }
+        throw new InvalidOperationException($"no VmRSS in /proc/{pid}/status");
+    }
+
+    /// <summary>The pid listening on the port, from `ss -ltnpH`; or an error asking for --pid.</summary>
+    public static int FindListener(int port)
+    {
+        try
+        {
+            using var ss = Process.Start(new ProcessStartInfo("ss", "-ltnpH") { RedirectStandardOutput = true, UseShellExecute = false })!;
+            var output = ss.StandardOutput.ReadToEnd();
+            ss.WaitForExit();
+            foreach (var line in output.Split('\n'))
+            {
+                // LISTEN 0 512 127.0.0.1:5080 0.0.0.0:* users:(("QrOrleans.Gatew",pid=1234,fd=300))
+                var columns = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+                if (columns.Length >= 4 && columns[3].EndsWith(":" + port.ToString(CultureInfo.InvariantCulture), StringComparison.Ordinal)
+                    && PidRegex().Match(line) is { Success: true } m)
+                {
+                    return int.Parse(m.Groups[1].ValueSpan, CultureInfo.InvariantCulture);
+                }
+            }
+        }
+        catch (System.ComponentModel.Win32Exception)
+        {
+            // no ss on this machine
+        }
+        throw new ArgumentException($"could not find the process listening on port {port}; pass --pid");
+    }
+
+    [GeneratedRegex(@"pid=(\d+)")]
+    private static partial Regex PidRegex();
+}
