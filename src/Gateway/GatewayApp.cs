@@ -1,6 +1,7 @@
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using QrOrleans.Gateway.Auth;
+using QrOrleans.Gateway.Cluster;
 using QrOrleans.Gateway.Problems;
 using QrOrleans.Gateway.Pages;
 using QrOrleans.Gateway.QrSessions;
@@ -60,6 +61,7 @@ public static class GatewayApp
         app.MapOpenApi("/openapi/{documentName}.json");
         app.MapQrSessionsApi();
         app.MapDevicesApi();
+        app.MapClusterApi();
         app.MapHub<QrHub>("/hubs/qr");
         app.MapPages();
         app.MapGet("/healthz", () => TypedResults.Text("ok")).ExcludeFromDescription();
@@ -78,6 +80,11 @@ public static class GatewayApp
     public static string ResolvePublicOrigin(IServiceProvider services)
     {
         var qr = services.GetRequiredService<QrSessionOptions>();
+        var listening = services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses.FirstOrDefault();
+        if (listening is not null)
+        {
+            services.GetRequiredService<Silo.Runtime.SiloIdentity>().Address = listening;
+        }
         if (!string.IsNullOrEmpty(qr.PublicOrigin))
         {
             return qr.PublicOrigin;

@@ -18,6 +18,11 @@ public sealed class SiloOptions
     /// <summary>How long a claimed reminder stays hidden; a failed or lost delivery fires again after it.</summary>
     public TimeSpan ReminderLease { get; set; } = TimeSpan.FromSeconds(10);
 
+    public TimeSpan HeartbeatInterval { get; set; } = TimeSpan.FromSeconds(2);
+
+    /// <summary>A node whose last heartbeat is older than this is marked dead.</summary>
+    public TimeSpan DeadAfter { get; set; } = TimeSpan.FromSeconds(10);
+
     public SiloOptions UseMemory()
     {
         Provider = StorageProvider.Memory;

@@ -5,7 +5,9 @@ using QrOrleans.Grains.QrSessions;
 using QrOrleans.Grains.Users;
 using QrOrleans.QrSessions;
 using QrOrleans.Runtime;
+using Npgsql;
 using QrOrleans.Silo.Memory;
+using QrOrleans.Silo.PostgreSql;
 using QrOrleans.Silo.Runtime;
 using QrOrleans.Users;
 
@@ -28,9 +30,25 @@ public static class SiloServiceCollectionExtensions
                 services.AddSingleton<IGrainStore>(sp => sp.GetRequiredService<MemoryGrainStore>());
                 services.AddSingleton<IReminderTable>(sp => sp.GetRequiredService<MemoryGrainStore>());
                 services.AddSingleton<IStreamSource>(sp => sp.GetRequiredService<MemoryGrainStore>());
+                services.AddSingleton<IGrainStatistics>(sp => sp.GetRequiredService<MemoryGrainStore>());
+                services.AddSingleton<IMembershipTable, MemoryMembershipTable>();
                 break;
-            default:
-                throw new NotSupportedException($"Storage provider {options.Provider} is not available in this build.");
+            case StorageProvider.PostgreSql:
+                if (string.IsNullOrWhiteSpace(options.ConnectionString))
+                {
+                    throw new InvalidOperationException("QrOrleans:Storage:ConnectionString is required for the PostgreSql provider.");
+                }
+                services.AddSingleton(_ => NpgsqlDataSource.Create(options.ConnectionString));
+                // Before every other silo service: the tables must exist first.
+                services.AddHostedService<SchemaMigrator>();
+                services.AddSingleton<PostgreSqlGrainStore>();
+                services.AddSingleton<IGrainStore>(sp => sp.GetRequiredService<PostgreSqlGrainStore>());
+                services.AddSingleton<IReminderTable>(sp => sp.GetRequiredService<PostgreSqlGrainStore>());
+                services.AddSingleton<IGrainStatistics>(sp => sp.GetRequiredService<PostgreSqlGrainStore>());
+                services.AddSingleton<PostgreSqlStreamSource>();
+                services.AddSingleton<IStreamSource>(sp => sp.GetRequiredService<PostgreSqlStreamSource>());
+                services.AddSingleton<IMembershipTable, PostgreSqlMembershipTable>();
+                break;
         }
 
         services.AddGrain<IQrSessionGrain, QrSessionGrain>(GrainTypes.QrSession);
@@ -45,6 +63,8 @@ public static class SiloServiceCollectionExtensions
         services.AddSingleton<StreamHub>();
         services.AddSingleton<IGrainStreams>(sp => sp.GetRequiredService<StreamHub>());
         services.AddHostedService(sp => sp.GetRequiredService<StreamHub>());
+        services.AddSingleton<SiloIdentity>();
+        services.AddHostedService<MembershipService>();
         services.AddSingleton<ReminderService>();
         services.AddHostedService(sp => sp.GetRequiredService<ReminderService>());
         return services;

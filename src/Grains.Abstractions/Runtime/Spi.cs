@@ -64,3 +64,34 @@ public interface IStreamSource
 {
     IAsyncEnumerable<StreamSignal> ListenAsync(CancellationToken ct);
 }
+
+/// <summary>A node of the cluster as the membership table knows it.</summary>
+public sealed record SiloRecord(string Id, string Address, string Status, DateTimeOffset StartedAt, DateTimeOffset LastHeartbeatAt);
+
+public static class SiloStatuses
+{
+    public const string Active = "active";
+    public const string Stopped = "stopped";
+    public const string Dead = "dead";
+}
+
+/// <summary>The membership table: who is in the cluster, and who stopped sending heartbeats.</summary>
+public interface IMembershipTable
+{
+    Task JoinAsync(SiloRecord silo, CancellationToken ct);
+
+    Task HeartbeatAsync(string siloId, DateTimeOffset now, CancellationToken ct);
+
+    Task LeaveAsync(string siloId, CancellationToken ct);
+
+    /// <summary>Marks active silos whose last heartbeat is older than <paramref name="before"/> as dead.</summary>
+    Task<int> MarkDeadAsync(DateTimeOffset before, CancellationToken ct);
+
+    Task<IReadOnlyList<SiloRecord>> ListAsync(CancellationToken ct);
+}
+
+/// <summary>Counts for the cluster view: grains of one type grouped by a top-level string property of their state.</summary>
+public interface IGrainStatistics
+{
+    Task<IReadOnlyDictionary<string, int>> CountByAsync(string grainType, string property, CancellationToken ct);
+}

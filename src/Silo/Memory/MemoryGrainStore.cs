@@ -9,7 +9,7 @@ namespace QrOrleans.Silo.Memory;
 /// (state + reminders + events) atomic, as one transaction does in PostgreSQL. State is kept as the same
 /// serialized bytes a table would hold, so no caller ever shares an object with the store.
 /// </summary>
-public sealed class MemoryGrainStore : IGrainStore, IReminderTable, IStreamSource
+public sealed class MemoryGrainStore : IGrainStore, IReminderTable, IStreamSource, IGrainStatistics
 {
     private readonly Lock _gate = new();
     private readonly Dictionary<GrainId, StoredGrain> _grains = [];
@@ -143,6 +143,23 @@ public sealed class MemoryGrainStore : IGrainStore, IReminderTable, IStreamSourc
             var overdue = _reminders.Values.Count(r => r.DueAt <= now - overdueBy);
             return Task.FromResult((due, overdue));
         }
+    }
+
+    public Task<IReadOnlyDictionary<string, int>> CountByAsync(string grainType, string property, CancellationToken ct)
+    {
+        byte[][] states;
+        lock (_gate)
+        {
+            states = _grains.Where(g => g.Key.Type == grainType).Select(g => g.Value.State).ToArray();
+        }
+        var counts = new Dictionary<string, int>();
+        foreach (var state in states)
+        {
+            using var doc = System.Text.Json.JsonDocument.Parse(state);
+            var value = doc.RootElement.TryGetProperty(property, out var p) ? p.GetString() ?? "" : "";
+            counts[value] = counts.GetValueOrDefault(value) + 1;
+        }
+        return Task.FromResult<IReadOnlyDictionary<string, int>>(counts);
     }
 
     public async IAsyncEnumerable<StreamSignal> ListenAsync([EnumeratorCancellation] CancellationToken ct)

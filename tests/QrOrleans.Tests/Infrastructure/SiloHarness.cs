@@ -71,5 +71,15 @@ public sealed class SiloHarness : IAsyncDisposable
         return due.Count;
     }
 
+    /// <summary>Runs the provider's start-up work (schema migrations for PostgreSQL); no background loops.</summary>
+    public async Task<SiloHarness> PrepareAsync()
+    {
+        foreach (var migrator in _services.GetServices<Microsoft.Extensions.Hosting.IHostedService>().OfType<Silo.PostgreSql.SchemaMigrator>())
+        {
+            await migrator.StartAsync(CancellationToken.None);
+        }
+        return this;
+    }
+
     public ValueTask DisposeAsync() => _services.DisposeAsync();
 }
