@@ -54,6 +54,7 @@ public static class SiloServiceCollectionExtensions
         services.AddGrain<IQrSessionGrain, QrSessionGrain>(GrainTypes.QrSession);
         services.AddGrain<IUserGrain, UserGrain>(GrainTypes.User);
         services.AddGrain<IUsernameGrain, UsernameGrain>(GrainTypes.Username);
+        services.AddGrain<IDeviceGrain, DeviceGrain>(GrainTypes.Device);
         services.AddGrain<ISigningKeyGrain, SigningKeyGrain>(GrainTypes.SigningKey);
 
         services.AddSingleton<GrainCatalog>();

@@ -74,6 +74,7 @@ public static class GrainTypes
     public const string QrSession = "qr";
     public const string User = "user";
     public const string Username = "username";
+    public const string Device = "device";
     public const string SigningKey = "signing-key";
 
     public static GrainId QrSessionId(string sessionId) => new(QrSession, sessionId);

@@ -48,3 +48,22 @@ public interface ISigningKeyGrain : IGrain
 {
     Task<SigningKeyMaterial> GetOrCreateAsync(CancellationToken ct);
 }
+
+/// <summary>
+/// One device of a user (key = device id "&lt;userId&gt;-&lt;random&gt;"): its refresh token hash and revocation.
+/// A grain of its own so that a user with many linked devices (an operator's agent fleet) costs nothing extra
+/// on each bearer call, which reads only this small state.
+/// </summary>
+public interface IDeviceGrain : IGrain
+{
+    /// <summary>Creates the device, or (idempotent retry) rotates its refresh token; the plaintext token is returned once.</summary>
+    Task<(DeviceView Device, string RefreshToken)> RegisterAsync(string userId, NewDevice device, CancellationToken ct);
+
+    Task<(DeviceView Device, string UserId)?> GetAsync(CancellationToken ct);
+
+    Task<(DeviceView Device, string UserId, string RefreshToken)> RefreshAsync(string secret, string ip, CancellationToken ct);
+
+    Task RevokeAsync(CancellationToken ct);
+
+    Task<bool> IsActiveAsync(CancellationToken ct);
+}

@@ -50,7 +50,7 @@
   async function apply(s) {
     if (!session || s.sessionId !== session.sessionId || s.version <= version) return;
     version = s.version;
-    main.dataset.state = s.state;
+    if (!claiming) main.dataset.state = s.state; // once claiming, only claim() (signed-in) or fail() sets the state
     main.dataset.version = String(s.version);
     switch (s.state) {
       case 'pending':
