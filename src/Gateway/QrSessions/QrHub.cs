@@ -65,10 +65,16 @@ public sealed class QrHub(IGrainFactory grains, IGrainStreams streams, IHubConte
 
         public void OnNext(StreamEvent e)
         {
-            if (e.Version > Volatile.Read(ref _sent))
+            if (e.Version <= Volatile.Read(ref _sent))
             {
-                Deliver(e.Version, JsonSerializer.Deserialize<JsonElement>(e.Payload));
+                return;
             }
+            if (e.Payload.Length == 0)
+            {
+                _ = ResyncAsync(); // too big for a notification: read it
+                return;
+            }
+            Deliver(e.Version, JsonSerializer.Deserialize<JsonElement>(e.Payload));
         }
 
         public void OnResync() => _ = ResyncAsync();

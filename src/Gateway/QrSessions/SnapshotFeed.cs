@@ -51,13 +51,15 @@ public sealed class SnapshotFeed : IStreamObserver, IDisposable
         {
             var version = await _signals.Reader.ReadAsync(ct).ConfigureAwait(false);
             string? payload;
+            long pendingVersion;
             lock (_signals)
             {
-                payload = _pendingVersion == version ? _pendingPayload : null;
+                (payload, pendingVersion) = (_pendingPayload, _pendingVersion);
             }
-            if (version > haveVersion && payload is not null)
+            // The newest event seen so far answers for every older signal still queued.
+            if (pendingVersion > haveVersion && payload is not null)
             {
-                return (version, payload);
+                return (pendingVersion, payload);
             }
             if (version < 0 || version > haveVersion)
             {
@@ -85,7 +87,7 @@ public sealed class SnapshotFeed : IStreamObserver, IDisposable
             if (e.Version > _pendingVersion)
             {
                 _pendingVersion = e.Version;
-                _pendingPayload = e.Payload;
+                _pendingPayload = e.Payload.Length == 0 ? null : e.Payload; // empty: too big to notify, read it
             }
         }
         _signals.Writer.TryWrite(e.Version);
