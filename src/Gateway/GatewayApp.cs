@@ -42,6 +42,9 @@ public static class GatewayApp
             silo.ConnectionString = storage.GetValue<string>("ConnectionString");
         });
         builder.Services.AddSingleton<AccessTokens>();
+        var vaultOptions = section.GetSection("Vault").Get<Grains.Vault.VaultOptions>() ?? new Grains.Vault.VaultOptions();
+        builder.Services.AddSingleton<Accounts.ICredentialVault>(sp => new Grains.Vault.CredentialVault(vaultOptions,
+            warning => sp.GetRequiredService<ILoggerFactory>().CreateLogger("QrOrleans.Vault").LogWarning("{Warning}", warning)));
         builder.Services.ConfigureHttpJsonOptions(o =>
             o.SerializerOptions.DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull);
         builder.Services.AddSignalR();
