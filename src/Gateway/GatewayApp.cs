@@ -1,7 +1,10 @@
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
+using QrOrleans.Gateway.Accounts;
 using QrOrleans.Gateway.Auth;
 using QrOrleans.Gateway.Cluster;
+using QrOrleans.Gateway.Dashboard;
+using QrOrleans.Gateway.Observability;
 using QrOrleans.Gateway.Problems;
 using QrOrleans.Gateway.Pages;
 using QrOrleans.Gateway.QrSessions;
@@ -34,6 +37,7 @@ public static class GatewayApp
 
         builder.Services.AddSingleton(gateway);
         builder.Services.AddSingleton(qr);
+        builder.Services.AddSingleton(section.GetSection("Accounts").Get<Grains.Accounts.AccountOptions>() ?? new Grains.Accounts.AccountOptions());
         builder.Services.AddSingleton(new StartupNotice(generatedKey));
         builder.Services.AddQrSilo(silo =>
         {
@@ -42,8 +46,16 @@ public static class GatewayApp
             silo.ConnectionString = storage.GetValue<string>("ConnectionString");
         });
         builder.Services.AddSingleton<AccessTokens>();
+        // Connectors hold per-account memory (cursors, context tokens): one instance each per node. Their
+        // long-polls wait up to ~35 s, so the shared client's timeout sits above that.
+        var connectorHttp = new HttpClient { Timeout = TimeSpan.FromSeconds(60) };
+        builder.Services.AddSingleton<QrOrleans.Accounts.IPlatformConnector>(_ => new Grains.Connectors.ILink.ILinkConnector(connectorHttp));
+        builder.Services.AddSingleton<QrOrleans.Accounts.IPlatformConnector>(sp => new Grains.Connectors.QrOrleansServer.QrOrleansConnector(
+            connectorHttp, () => new Uri(ResolvePublicOrigin(sp))));
+        builder.AddQrObservability(section);
+        builder.Services.AddDashboard(gateway.RateLimiting);
         var vaultOptions = section.GetSection("Vault").Get<Grains.Vault.VaultOptions>() ?? new Grains.Vault.VaultOptions();
-        builder.Services.AddSingleton<Accounts.ICredentialVault>(sp => new Grains.Vault.CredentialVault(vaultOptions,
+        builder.Services.AddSingleton<QrOrleans.Accounts.ICredentialVault>(sp => new Grains.Vault.CredentialVault(vaultOptions,
             warning => sp.GetRequiredService<ILoggerFactory>().CreateLogger("QrOrleans.Vault").LogWarning("{Warning}", warning)));
         builder.Services.ConfigureHttpJsonOptions(o =>
             o.SerializerOptions.DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull);
@@ -56,6 +68,7 @@ public static class GatewayApp
 
         var app = builder.Build();
         app.Lifetime.ApplicationStarted.Register(() => ResolvePublicOrigin(app.Services));
+        app.UseQrObservability();
         app.UseProblemResponses();
         app.UseDefaultFiles();
         app.UseStaticFiles();
@@ -65,6 +78,9 @@ public static class GatewayApp
         app.MapQrSessionsApi();
         app.MapDevicesApi();
         app.MapClusterApi();
+        app.MapAccountsApi();
+        app.MapAuditApi();
+        app.MapDashboard();
         app.MapHub<QrHub>("/hubs/qr");
         app.MapPages();
         app.MapGet("/healthz", () => TypedResults.Text("ok")).ExcludeFromDescription();

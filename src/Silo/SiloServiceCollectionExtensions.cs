@@ -6,6 +6,7 @@ using QrOrleans.Grains.Users;
 using QrOrleans.QrSessions;
 using QrOrleans.Runtime;
 using Npgsql;
+using QrOrleans.Silo.Accounts;
 using QrOrleans.Silo.Memory;
 using QrOrleans.Silo.PostgreSql;
 using QrOrleans.Silo.Runtime;
@@ -32,6 +33,7 @@ public static class SiloServiceCollectionExtensions
                 services.AddSingleton<IStreamSource>(sp => sp.GetRequiredService<MemoryGrainStore>());
                 services.AddSingleton<IGrainStatistics>(sp => sp.GetRequiredService<MemoryGrainStore>());
                 services.AddSingleton<IMembershipTable, MemoryMembershipTable>();
+                services.AddSingleton<ILeaseTable, MemoryLeaseTable>();
                 break;
             case StorageProvider.PostgreSql:
                 if (string.IsNullOrWhiteSpace(options.ConnectionString))
@@ -48,6 +50,7 @@ public static class SiloServiceCollectionExtensions
                 services.AddSingleton<PostgreSqlStreamSource>();
                 services.AddSingleton<IStreamSource>(sp => sp.GetRequiredService<PostgreSqlStreamSource>());
                 services.AddSingleton<IMembershipTable, PostgreSqlMembershipTable>();
+                services.AddSingleton<ILeaseTable, PostgreSqlLeaseTable>();
                 break;
         }
 
@@ -56,6 +59,9 @@ public static class SiloServiceCollectionExtensions
         services.AddGrain<IUsernameGrain, UsernameGrain>(GrainTypes.Username);
         services.AddGrain<IDeviceGrain, DeviceGrain>(GrainTypes.Device);
         services.AddGrain<ISigningKeyGrain, SigningKeyGrain>(GrainTypes.SigningKey);
+        services.AddLinkedAccounts();
+        services.AddGrain<QrOrleans.Audit.IAuditGrain, QrOrleans.Grains.Audit.AuditGrain>(QrOrleans.Audit.AuditGrainTypes.Audit);
+        services.TryAddSingleton(new QrOrleans.Grains.Audit.AuditOptions()); // defaults; the gateway registers the configured one
 
         services.AddSingleton<GrainCatalog>();
         services.AddSingleton<GrainRuntime>();

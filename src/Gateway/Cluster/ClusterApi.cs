@@ -1,4 +1,5 @@
 using Microsoft.AspNetCore.Http.HttpResults;
+using QrOrleans.Accounts;
 using QrOrleans.Gateway.Auth;
 using QrOrleans.QrSessions;
 using QrOrleans.Runtime;
@@ -26,13 +27,14 @@ public static class ClusterApi
         var ct = context.RequestAborted;
         var silos = await membership.ListAsync(ct);
         var sessions = await statistics.CountByAsync(GrainTypes.QrSession, "state", ct);
+        var accounts = await statistics.CountByAsync(AccountGrainTypes.Account, "state", ct);
         return TypedResults.Ok(new ClusterView(
             self.Id,
             silos.Select(s => new SiloView(s.Id, s.Address, s.Status, s.StartedAt, s.LastHeartbeatAt)).ToList(),
             new Dictionary<string, IReadOnlyDictionary<string, int>>
             {
                 ["qrSession"] = QrSessionStates.All.ToDictionary(s => s, s => sessions.GetValueOrDefault(s)),
-                ["linkedAccount"] = new Dictionary<string, int>(),
+                ["linkedAccount"] = AccountStates.All.ToDictionary(s => s, s => accounts.GetValueOrDefault(s)),
             }));
     }
 }

@@ -57,6 +57,12 @@ public static partial class ProblemResponses
             {
                 await Write(context, Map(e, NullLogger.Instance)).ConfigureAwait(false);
             }
+            catch (System.Data.Common.DbException e) when (!context.Response.HasStarted)
+            {
+                context.Response.Headers.RetryAfter = "1";
+                LogStorageUnavailable(context.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger("QrOrleans.Errors"), e.Message);
+                await Write(context, Map(e, NullLogger.Instance)).ConfigureAwait(false);
+            }
         });
         return app;
     }
@@ -77,6 +83,11 @@ public static partial class ProblemResponses
         {
             case GrainException g:
                 var problem = Create(g.Status, g.Code, g.Title, g.Detail);
+                if (g.RetryAfter is { } at)
+                {
+                    // Written as the Retry-After header by Write, and kept in the body for clients that prefer JSON.
+                    problem.Extensions["retryAfter"] = Math.Max(1, (int)Math.Ceiling((at - DateTimeOffset.UtcNow).TotalSeconds));
+                }
                 return problem;
             case BadHttpRequestException { StatusCode: 413 }:
                 return Create(413, "payload_too_large", "Request body too large", "The request body exceeds the size limit.");
@@ -86,6 +97,9 @@ public static partial class ProblemResponses
                 return Create(400, "invalid_json", "Malformed JSON", JsonDetail(json));
             case BadHttpRequestException bad:
                 return Create(bad.StatusCode, "bad_request", "Bad request", bad.Message);
+            case System.Data.Common.DbException or TimeoutException:
+                // The shared database is restarting or unreachable: a retryable condition, not a bug.
+                return Create(503, "storage_unavailable", "Storage unavailable", "The database is not reachable right now; try again shortly.");
             case OperationCanceledException:
                 return Create(499, "client_closed_request", "Request cancelled", null);
             default:
@@ -98,6 +112,9 @@ public static partial class ProblemResponses
         json.Path is { Length: > 0 } path
             ? $"The body is not valid for this call at '{path}' (line {json.LineNumber + 1})."
             : "The body is not valid JSON.";
+
+    [LoggerMessage(LogLevel.Warning, "Storage unavailable: {Reason}")]
+    private static partial void LogStorageUnavailable(ILogger log, string reason);
 
     [LoggerMessage(LogLevel.Error, "Unhandled error")]
     private static partial void LogUnhandled(ILogger log, Exception? e);

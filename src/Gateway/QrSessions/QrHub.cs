@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Microsoft.AspNetCore.SignalR;
+using QrOrleans.Gateway.Observability;
 using QrOrleans.QrSessions;
 using QrOrleans.Runtime;
 
@@ -9,7 +10,8 @@ namespace QrOrleans.Gateway.QrSessions;
 /// SignalR hub at /hubs/qr. <c>Watch(sessionId, desktopToken)</c> sends <c>state</c> with the snapshot now and
 /// on every change. Any node can serve any desktop: the events reach this node through the stream provider.
 /// </summary>
-public sealed class QrHub(IGrainFactory grains, IGrainStreams streams, IHubContext<QrHub> hub, ILogger<QrHub> log) : Hub
+public sealed class QrHub(
+    IGrainFactory grains, IGrainStreams streams, IHubContext<QrHub> hub, CeremonyTelemetry telemetry, ILogger<QrHub> log) : Hub
 {
     public async Task Watch(string sessionId, string desktopToken)
     {
@@ -18,7 +20,7 @@ public sealed class QrHub(IGrainFactory grains, IGrainStreams streams, IHubConte
             throw new HubException("unauthenticated: a valid desktop token for this session is required.");
         }
         var grain = grains.GetGrain<IQrSessionGrain>(sessionId);
-        var watcher = new Watcher(grain, desktopToken, hub, Context.ConnectionId, log);
+        var watcher = new Watcher(sessionId, grain, desktopToken, hub, Context.ConnectionId, telemetry, log);
         var subscription = streams.Subscribe(GrainTypes.QrSessionId(sessionId), watcher);
         QrSessionSnapshot snapshot;
         try
@@ -58,8 +60,9 @@ public sealed class QrHub(IGrainFactory grains, IGrainStreams streams, IHubConte
     }
 
     /// <summary>Pushes newer snapshots to one connection; re-reads on resync.</summary>
-    private sealed class Watcher(IQrSessionGrain grain, string desktopToken, IHubContext<QrHub> hub, string connectionId, ILogger log)
-        : IStreamObserver
+    private sealed class Watcher(
+        string sessionId, IQrSessionGrain grain, string desktopToken, IHubContext<QrHub> hub, string connectionId,
+        CeremonyTelemetry telemetry, ILogger log) : IStreamObserver
     {
         private long _sent;
 
@@ -99,6 +102,7 @@ public sealed class QrHub(IGrainFactory grains, IGrainStreams streams, IHubConte
             try
             {
                 await hub.Clients.Client(connectionId).SendAsync("state", snapshot).ConfigureAwait(false);
+                telemetry.DesktopNotified(sessionId, snapshot, CeremonyTelemetry.SignalR);
             }
             catch (Exception e)
             {

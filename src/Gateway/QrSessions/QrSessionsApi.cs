@@ -2,7 +2,9 @@ using System.Text;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Mvc;
 using QRCoder;
+using QrOrleans.Audit;
 using QrOrleans.Gateway.Auth;
+using QrOrleans.Gateway.Observability;
 using QrOrleans.QrSessions;
 using QrOrleans.Runtime;
 using QrOrleans.Users;
@@ -34,7 +36,7 @@ public static class QrSessionsApi
 
     public static IEndpointRouteBuilder MapQrSessionsApi(this IEndpointRouteBuilder app)
     {
-        var desktop = app.MapGroup("/v1/qr/sessions").WithTags("QR sessions (desktop)");
+        var desktop = app.MapGroup("/v1/qr/sessions").WithTags("QR sessions (desktop)").AddEndpointFilter(CeremonyTelemetry.StepFilter);
         desktop.MapPost("/", CreateAsync).RequireRateLimiting(RateLimits.SessionCreation);
         desktop.MapGet("/{id}", GetAsync);
         desktop.MapGet("/{id}/events", EventsAsync);
@@ -43,7 +45,7 @@ public static class QrSessionsApi
         desktop.MapPost("/{id}/cancel", CancelAsync);
         desktop.MapPost("/{id}/claim", ClaimAsync);
 
-        var phone = app.MapGroup("/v1/qr").WithTags("QR sessions (phone)");
+        var phone = app.MapGroup("/v1/qr").WithTags("QR sessions (phone)").AddEndpointFilter(CeremonyTelemetry.StepFilter);
         phone.MapPost("/scan", ScanAsync).RequireRateLimiting(RateLimits.Scans);
         phone.MapPost("/sessions/{id}/approve", ApproveAsync).RequireRateLimiting(RateLimits.Approvals);
         phone.MapPost("/sessions/{id}/reject", RejectAsync).RequireRateLimiting(RateLimits.Approvals);
@@ -77,7 +79,7 @@ public static class QrSessionsApi
     }
 
     private static async Task<IResult> GetAsync(
-        string id, HttpContext context, IGrainFactory grains, IGrainStreams streams, long? waitForVersion, int? timeout)
+        string id, HttpContext context, IGrainFactory grains, IGrainStreams streams, CeremonyTelemetry telemetry, long? waitForVersion, int? timeout)
     {
         var token = DesktopToken(context, id);
         if (waitForVersion is null)
@@ -98,6 +100,7 @@ public static class QrSessionsApi
             {
                 if (await feed.NextAsync(waitForVersion.Value, deadline.Token) is { } next)
                 {
+                    telemetry.DesktopNotified(id, next.Json, CeremonyTelemetry.LongPoll);
                     return TypedResults.Text(next.Json, "application/json", Encoding.UTF8);
                 }
             }
@@ -109,7 +112,7 @@ public static class QrSessionsApi
         }
     }
 
-    private static async Task EventsAsync(string id, HttpContext context, IGrainFactory grains, IGrainStreams streams)
+    private static async Task EventsAsync(string id, HttpContext context, IGrainFactory grains, IGrainStreams streams, CeremonyTelemetry telemetry)
     {
         var token = DesktopToken(context, id);
         var (feed, snapshot) = await SnapshotFeed.OpenAsync(grains, streams, id, token, context.RequestAborted);
@@ -142,6 +145,7 @@ public static class QrSessionsApi
                     }
                     have = next.Version;
                     await WriteEventAsync(response, next.Version, next.Json, context.RequestAborted);
+                    telemetry.DesktopNotified(id, next.Json, CeremonyTelemetry.ServerSentEvents);
                 }
                 catch (OperationCanceledException) when (!context.RequestAborted.IsCancellationRequested)
                 {
@@ -185,28 +189,33 @@ public static class QrSessionsApi
     private static async Task<Ok<QrSessionSnapshot>> CancelAsync(string id, HttpContext context, IGrainFactory grains) =>
         TypedResults.Ok(await grains.GetGrain<IQrSessionGrain>(id).CancelAsync(DesktopToken(context, id), context.RequestAborted));
 
-    private static async Task<Ok<ClaimResponse>> ClaimAsync(string id, HttpContext context, IGrainFactory grains, AccessTokens tokens)
+    private static async Task<Ok<ClaimResponse>> ClaimAsync(string id, HttpContext context, IGrainFactory grains, AccessTokens tokens, AuditTrail audit)
     {
         var grant = await grains.GetGrain<IQrSessionGrain>(id).ClaimAsync(DesktopToken(context, id), context.RequestAborted);
         // The session is completed now; minting happens here and nowhere else, and the tokens go only into this response.
         var user = grains.GetGrain<IUserGrain>(grant.UserId);
         var session = await user.AddDeviceAsync(new NewDevice(grant.DeviceId, grant.DeviceName, grant.DeviceKind, grant.Ip), CancellationToken.None);
         var access = await tokens.IssueAsync(grant.UserId, grant.DeviceId, CancellationToken.None);
+        await audit.RecordAsync(context, grant.UserId, AuditActions.DeviceLinked, deviceId: grant.DeviceId, sessionId: id,
+            client: $"{grant.DeviceName} ({grant.DeviceKind})");
         return TypedResults.Ok(new ClaimResponse(access, "Bearer", (int)tokens.Lifetime.TotalSeconds, session.RefreshToken,
             new ClaimedDevice(session.Device.Id, session.Device.Name), session.User));
     }
 
-    private static async Task<Ok<ScanResult>> ScanAsync(HttpContext context, IGrainFactory grains, ScanRequest body)
+    private static async Task<Ok<ScanResult>> ScanAsync(HttpContext context, IGrainFactory grains, AuditTrail audit, ScanRequest body)
     {
         var caller = await context.RequirePhoneAsync();
         if (!SessionIds.TryParseQr(body.Url ?? body.Token, out var sessionId, out var secret))
         {
             throw body.Url is null && body.Token is null ? Errors.Validation("Send { \"url\": \"…\" } or { \"token\": \"…\" }.") : Errors.QrInvalid();
         }
-        return TypedResults.Ok(await grains.GetGrain<IQrSessionGrain>(sessionId).ScanAsync(secret, caller.UserId, context.ClientIp(), context.RequestAborted));
+        var scan = await grains.GetGrain<IQrSessionGrain>(sessionId).ScanAsync(secret, caller.UserId, context.ClientIp(), context.RequestAborted);
+        await audit.RecordAsync(context, caller.UserId, AuditActions.QrScanned, caller.DeviceId, sessionId: sessionId,
+            detail: $"{scan.Requester.ClientName} ({scan.Requester.ClientKind}) at {scan.Requester.Ip} asked to sign in");
+        return TypedResults.Ok(scan);
     }
 
-    private static async Task<Ok<StateResponse>> ApproveAsync(string id, HttpContext context, IGrainFactory grains, ApproveRequest body)
+    private static async Task<Ok<StateResponse>> ApproveAsync(string id, HttpContext context, IGrainFactory grains, AuditTrail audit, ApproveRequest body)
     {
         var caller = await context.RequirePhoneAsync();
         if (body.Number is not { Length: > 0 and <= 4 } number)
@@ -214,14 +223,27 @@ public static class QrSessionsApi
             throw Errors.Validation("number is required: the two-digit number shown on the other device.");
         }
         var grain = SessionGrainForPhone(grains, id);
-        return TypedResults.Ok(new StateResponse((await grain.ApproveAsync(caller.UserId, number, context.RequestAborted)).State));
+        QrSessionSnapshot approved;
+        try
+        {
+            approved = await grain.ApproveAsync(caller.UserId, number, context.RequestAborted);
+        }
+        catch (GrainException e) when (e.Code == "number_mismatch")
+        {
+            await audit.RecordAsync(context, caller.UserId, AuditActions.QrRejected, caller.DeviceId, sessionId: id, detail: "wrong number picked");
+            throw;
+        }
+        await audit.RecordAsync(context, caller.UserId, AuditActions.QrApproved, caller.DeviceId, sessionId: id);
+        return TypedResults.Ok(new StateResponse(approved.State));
     }
 
-    private static async Task<Ok<StateResponse>> RejectAsync(string id, HttpContext context, IGrainFactory grains)
+    private static async Task<Ok<StateResponse>> RejectAsync(string id, HttpContext context, IGrainFactory grains, AuditTrail audit)
     {
         var caller = await context.RequirePhoneAsync();
         var grain = SessionGrainForPhone(grains, id);
-        return TypedResults.Ok(new StateResponse((await grain.RejectAsync(caller.UserId, context.RequestAborted)).State));
+        var rejected = await grain.RejectAsync(caller.UserId, context.RequestAborted);
+        await audit.RecordAsync(context, caller.UserId, AuditActions.QrRejected, caller.DeviceId, sessionId: id, detail: "rejected on the phone");
+        return TypedResults.Ok(new StateResponse(rejected.State));
     }
 
     private static IQrSessionGrain SessionGrainForPhone(IGrainFactory grains, string id) =>

@@ -72,6 +72,13 @@ public sealed class SnapshotFeed : IStreamObserver, IDisposable
                 {
                     return null;
                 }
+                catch (System.Data.Common.DbException)
+                {
+                    // The database flapped as we re-read: wait a moment and read again rather than drop the watcher.
+                    await Task.Delay(TimeSpan.FromMilliseconds(250), ct).ConfigureAwait(false);
+                    _signals.Writer.TryWrite(-1);
+                    continue;
+                }
                 if (snapshot.Version > haveVersion)
                 {
                     return (snapshot.Version, System.Text.Json.JsonSerializer.Serialize(snapshot, GrainJson.Options));

@@ -1,6 +1,8 @@
 using System.Text.RegularExpressions;
 using Microsoft.AspNetCore.Http.HttpResults;
+using QrOrleans.Audit;
 using QrOrleans.Gateway.Auth;
+using QrOrleans.Gateway.Observability;
 using QrOrleans.Runtime;
 using QrOrleans.Users;
 
@@ -49,7 +51,7 @@ public static partial class DevicesApi
         return TypedResults.Ok(devices.Select(d => Response(d, caller.DeviceId)).ToArray());
     }
 
-    private static async Task<NoContent> RevokeAsync(string id, HttpContext context, IGrainFactory grains)
+    private static async Task<NoContent> RevokeAsync(string id, HttpContext context, IGrainFactory grains, AuditTrail audit)
     {
         var caller = await context.RequirePhoneAsync();
         if (DeviceIds.UserOf(id) != caller.UserId)
@@ -57,17 +59,31 @@ public static partial class DevicesApi
             throw Errors.NotFound("The device");
         }
         await grains.GetGrain<IUserGrain>(caller.UserId).RevokeDeviceAsync(id, context.RequestAborted);
+        var name = (await grains.GetGrain<IDeviceGrain>(id).GetAsync(CancellationToken.None))?.Device.Name;
+        await audit.RecordAsync(context, caller.UserId, AuditActions.DeviceRevoked, caller.DeviceId, deviceId: id,
+            detail: name is null ? null : $"signed out {name}");
         return TypedResults.NoContent();
     }
 
-    private static async Task<Ok<TokenResponse>> RefreshAsync(HttpContext context, IGrainFactory grains, AccessTokens tokens, RefreshRequest body)
+    private static async Task<Ok<TokenResponse>> RefreshAsync(
+        HttpContext context, IGrainFactory grains, AccessTokens tokens, AuditTrail audit, RefreshRequest body)
     {
         var parts = body.RefreshToken?.Split('.');
         if (parts is not [var deviceId, var secret] || DeviceIds.UserOf(deviceId) is not { } userId || secret.Length is 0 or > 128)
         {
             throw Errors.InvalidRefreshToken();
         }
-        var session = await grains.GetGrain<IUserGrain>(userId).RefreshAsync(deviceId, secret, context.ClientIp(), context.RequestAborted);
+        DeviceSession session;
+        try
+        {
+            session = await grains.GetGrain<IUserGrain>(userId).RefreshAsync(deviceId, secret, context.ClientIp(), context.RequestAborted);
+        }
+        catch (GrainException e) when (e.Code == "refresh_token_reused")
+        {
+            await audit.RecordAsync(context, userId, AuditActions.RefreshTokenReused, deviceId: deviceId,
+                detail: "a used refresh token came back; the device was signed out");
+            throw;
+        }
         return TypedResults.Ok(await TokenResponse(tokens, session, context.RequestAborted));
     }
 

@@ -80,7 +80,8 @@ public interface IMembershipTable
 {
     Task JoinAsync(SiloRecord silo, CancellationToken ct);
 
-    Task HeartbeatAsync(string siloId, DateTimeOffset now, CancellationToken ct);
+    /// <summary>False if the silo is no longer active there (it was declared dead or left): it must re-join.</summary>
+    Task<bool> HeartbeatAsync(string siloId, DateTimeOffset now, CancellationToken ct);
 
     Task LeaveAsync(string siloId, CancellationToken ct);
 
@@ -94,4 +95,39 @@ public interface IMembershipTable
 public interface IGrainStatistics
 {
     Task<IReadOnlyDictionary<string, int>> CountByAsync(string grainType, string property, CancellationToken ct);
+}
+
+/// <summary>A lease granted to a holder: it is theirs until <see cref="ExpiresAt"/> unless renewed.</summary>
+/// <param name="Epoch">The fencing epoch: every grant gets a higher one than any before it, so a write carrying an older one is stale.</param>
+public sealed record LeaseGrant(string Key, long Epoch, DateTimeOffset ExpiresAt);
+
+/// <summary>A lease row as the table holds it (for display). A free lease has no holder.</summary>
+public sealed record LeaseRecord(string Key, string? Holder, long Epoch, DateTimeOffset? ExpiresAt);
+
+/// <summary>
+/// Leases with a fencing epoch, per grain type: one row per leasable grain (e.g. each linked account, whose live
+/// platform side exactly one silo runs). Times come from the caller, as with reminders.
+/// </summary>
+public interface ILeaseTable
+{
+    /// <summary>Makes a grain leasable (idempotent): a free lease at epoch 0.</summary>
+    Task RegisterAsync(string grainType, string key, CancellationToken ct);
+
+    Task UnregisterAsync(string grainType, string key, CancellationToken ct);
+
+    /// <summary>
+    /// Grants <paramref name="holder"/> every lease whose holder let it expire, and up to <paramref name="maxFree"/>
+    /// free ones; each grant gets a new epoch, higher than every epoch the table granted before (for any key).
+    /// </summary>
+    Task<IReadOnlyList<LeaseGrant>> AcquireAsync(string grainType, string holder, DateTimeOffset now, TimeSpan duration, int maxFree, CancellationToken ct);
+
+    /// <summary>Extends the given leases if <paramref name="holder"/> still holds them at their epoch; returns those.</summary>
+    Task<IReadOnlyList<LeaseGrant>> RenewAsync(string grainType, string holder, IReadOnlyCollection<LeaseGrant> held, DateTimeOffset now, TimeSpan duration, CancellationToken ct);
+
+    /// <summary>Frees the given leases if still held at their epoch (the next grant gets a new epoch).</summary>
+    Task ReleaseAsync(string grainType, string holder, IReadOnlyCollection<LeaseGrant> held, CancellationToken ct);
+
+    Task<int> CountAsync(string grainType, CancellationToken ct);
+
+    Task<IReadOnlyList<LeaseRecord>> ListAsync(string grainType, CancellationToken ct);
 }

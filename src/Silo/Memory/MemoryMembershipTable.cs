@@ -16,8 +16,18 @@ public sealed class MemoryMembershipTable : IMembershipTable
         return Task.CompletedTask;
     }
 
-    public Task HeartbeatAsync(string siloId, DateTimeOffset now, CancellationToken ct) =>
-        Update(siloId, s => s.Status == SiloStatuses.Active ? s with { LastHeartbeatAt = now } : s);
+    public Task<bool> HeartbeatAsync(string siloId, DateTimeOffset now, CancellationToken ct)
+    {
+        lock (_silos)
+        {
+            if (_silos.TryGetValue(siloId, out var s) && s.Status == SiloStatuses.Active)
+            {
+                _silos[siloId] = s with { LastHeartbeatAt = now };
+                return Task.FromResult(true);
+            }
+            return Task.FromResult(false);
+        }
+    }
 
     public Task LeaveAsync(string siloId, CancellationToken ct) => Update(siloId, s => s with { Status = SiloStatuses.Stopped });
 

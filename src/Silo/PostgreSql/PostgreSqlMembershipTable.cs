@@ -19,13 +19,13 @@ public sealed class PostgreSqlMembershipTable(NpgsqlDataSource db) : IMembership
         await cmd.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
     }
 
-    public async Task HeartbeatAsync(string siloId, DateTimeOffset now, CancellationToken ct)
+    public async Task<bool> HeartbeatAsync(string siloId, DateTimeOffset now, CancellationToken ct)
     {
-        // A node declared dead stays dead: it must not flap back; a restarted process joins with a new id.
+        // A dead row is not revived by a heartbeat; the node notices (0 rows) and joins again explicitly.
         await using var cmd = db.CreateCommand("UPDATE qro_silos SET last_heartbeat_at = $2 WHERE silo_id = $1 AND status = 'active'");
         cmd.Parameters.Add(new() { Value = siloId });
         cmd.Parameters.Add(new() { Value = now.UtcDateTime });
-        await cmd.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
+        return await cmd.ExecuteNonQueryAsync(ct).ConfigureAwait(false) == 1;
     }
 
     public async Task LeaveAsync(string siloId, CancellationToken ct)

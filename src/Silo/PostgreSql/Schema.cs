@@ -44,6 +44,22 @@ internal static class Schema
                 last_heartbeat_at timestamptz NOT NULL
             );
             """),
+        // Leases with a fencing epoch (ILeaseTable): one row per leasable grain, e.g. each linked account. Epochs come
+        // from one sequence, so a lease registered anew (an account deleted and created again) still outranks every
+        // epoch its earlier life handed out.
+        (2, """
+            CREATE SEQUENCE qro_lease_epoch;
+            CREATE TABLE qro_leases (
+                grain_type text        NOT NULL,
+                grain_key  text        NOT NULL,
+                key_hash   integer     NOT NULL,
+                holder     text,
+                epoch      bigint      NOT NULL DEFAULT 0,
+                expires_at timestamptz,
+                PRIMARY KEY (grain_type, grain_key)
+            );
+            CREATE INDEX qro_leases_expiry ON qro_leases (grain_type, expires_at);
+            """),
     ];
 
     /// <summary>Advisory lock id that serializes migrations across nodes starting at once.</summary>

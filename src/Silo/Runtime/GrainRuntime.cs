@@ -9,9 +9,12 @@ namespace QrOrleans.Silo.Runtime;
 /// Runs grain turns: one at a time per key on this node (a keyed lock), and across nodes by the store's
 /// version compare-and-set; a turn that loses the race runs again on the fresh state.
 /// </summary>
-public sealed partial class GrainRuntime(IGrainStore store, GrainCatalog catalog, TimeProvider time, ILogger<GrainRuntime> log)
+public sealed partial class GrainRuntime(
+    IGrainStore store, GrainCatalog catalog, TimeProvider time, ILogger<GrainRuntime> log, IEnumerable<ITurnCommitObserver> observers)
     : IGrainRuntime, IGrainFactory
 {
+    private readonly ITurnCommitObserver[] _observers = observers.ToArray();
+
     /// <summary>Enough for any realistic contention; past it the caller gets a 503, never a torn state.</summary>
     private const int MaxAttempts = 50;
 
@@ -45,7 +48,8 @@ public sealed partial class GrainRuntime(IGrainStore store, GrainCatalog catalog
             var bytes = turn.State is null ? null : JsonSerializer.SerializeToUtf8Bytes(turn.State, Json);
             try
             {
-                await store.CommitAsync(id, stored?.Etag, bytes, turn.Effects(), ct).ConfigureAwait(false);
+                var version = await store.CommitAsync(id, stored?.Etag, bytes, turn.Effects(), ct).ConfigureAwait(false);
+                NotifyCommitted(id, version, stored?.State, bytes);
                 return result;
             }
             catch (EtagConflictException) when (attempt < MaxAttempts)
@@ -85,6 +89,36 @@ public sealed partial class GrainRuntime(IGrainStore store, GrainCatalog catalog
         return remindable.ReceiveReminderAsync(reminder.Name, reminder.DueAt, ct);
     }
 
+    private void NotifyCommitted(GrainId id, long version, byte[]? previous, byte[]? state)
+    {
+        foreach (var observer in _observers)
+        {
+            try
+            {
+                observer.OnCommitted(id, version, previous, state);
+            }
+            catch (Exception e)
+            {
+                LogObserverFailed(log, id, e); // a figure may be lost; the committed turn stands
+            }
+        }
+    }
+
+    [LoggerMessage(LogLevel.Warning, "A commit observer failed on {Grain}")]
+    private static partial void LogObserverFailed(ILogger log, GrainId grain, Exception e);
+
     [LoggerMessage(LogLevel.Debug, "Turn on {Grain} lost a version race (attempt {Attempt}); running it again")]
     private static partial void LogConflict(ILogger log, GrainId grain, int attempt);
+}
+
+/// <summary>
+/// Told of every turn this node committed, once, after the commit (a turn that lost a race and re-ran is told of
+/// only its committed run): counters and dashboards count transitions here, exactly once across the cluster.
+/// Runs on the committing call's path, so it must be quick and must not block.
+/// </summary>
+public interface ITurnCommitObserver
+{
+    /// <param name="previousState">The state the turn started from (null: the grain did not exist).</param>
+    /// <param name="state">The committed state (null: the grain was deleted).</param>
+    void OnCommitted(GrainId grain, long version, byte[]? previousState, byte[]? state);
 }

@@ -21,6 +21,9 @@ public sealed partial class MembershipService(
 {
     private string? _joinedAddress;
 
+    /// <summary>Since when this node's own heartbeats have succeeded without a break (null: the last one failed).</summary>
+    private DateTimeOffset? _healthySince;
+
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         using var timer = new PeriodicTimer(options.HeartbeatInterval, time);
@@ -34,14 +37,22 @@ public sealed partial class MembershipService(
                     await table.JoinAsync(new SiloRecord(self.Id, self.Address, SiloStatuses.Active, self.StartedAt, now), stoppingToken).ConfigureAwait(false);
                     _joinedAddress = self.Address;
                 }
-                else
+                else if (!await table.HeartbeatAsync(self.Id, now, stoppingToken).ConfigureAwait(false))
                 {
-                    await table.HeartbeatAsync(self.Id, now, stoppingToken).ConfigureAwait(false);
+                    // Declared dead while alive (e.g. the database was down longer than DeadAfter): join again.
+                    LogRejoined(log);
+                    await table.JoinAsync(new SiloRecord(self.Id, self.Address, SiloStatuses.Active, self.StartedAt, now), stoppingToken).ConfigureAwait(false);
                 }
-                var dead = await table.MarkDeadAsync(now - options.DeadAfter, stoppingToken).ConfigureAwait(false);
-                if (dead > 0)
+                _healthySince ??= now;
+                // Judge others only after our own heartbeats have gone through for a whole DeadAfter: after an
+                // outage everyone's last heartbeat is old, and the first node back must not declare the rest dead.
+                if (now - _healthySince >= options.DeadAfter)
                 {
-                    LogMarkedDead(log, dead);
+                    var dead = await table.MarkDeadAsync(now - options.DeadAfter, stoppingToken).ConfigureAwait(false);
+                    if (dead > 0)
+                    {
+                        LogMarkedDead(log, dead);
+                    }
                 }
             }
             catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
@@ -50,6 +61,7 @@ public sealed partial class MembershipService(
             }
             catch (Exception e)
             {
+                _healthySince = null;
                 LogHeartbeatFailed(log, e.Message);
             }
         }
@@ -68,6 +80,9 @@ public sealed partial class MembershipService(
             LogHeartbeatFailed(log, e.Message);
         }
     }
+
+    [LoggerMessage(LogLevel.Warning, "This silo had been marked dead while alive; it joined the cluster again")]
+    private static partial void LogRejoined(ILogger log);
 
     [LoggerMessage(LogLevel.Warning, "Marked {Count} silent silo(s) dead")]
     private static partial void LogMarkedDead(ILogger log, int count);

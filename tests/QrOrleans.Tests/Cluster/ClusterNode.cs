@@ -100,6 +100,10 @@ public sealed class ClusterNode : IAsyncDisposable
             "--QrOrleans:RateLimiting:Enabled=false",
             "--QrOrleans:Silo:HeartbeatInterval=00:00:00.500",
             "--QrOrleans:Silo:DeadAfter=00:00:03",
+            // warnings and the runtime's own notes only: a line per request would cost the two cores more than the test
+            "--Logging:LogLevel:Default=Warning",
+            "--Logging:LogLevel:Microsoft.Hosting.Lifetime=Information",
+            "--Logging:LogLevel:QrOrleans=Information",
             .. extra,
         ];
         foreach (var a in args)

@@ -53,19 +53,56 @@ public sealed class PostgresDatabase : IAsyncDisposable
     /// Restarts the whole PostgreSQL server (every database on it), as the postgres user, with the options it was
     /// started with (postmaster.opts). Only for tests in the non-parallel "PostgreSqlRestart" collection.
     /// </summary>
-    public static async Task<string> RestartServerAsync(string mode = "fast")
+    public static Task<string> RestartServerAsync(string mode = "fast") =>
+        PgCtlAsync("-l", LogFile, "-w", "-t", "30", "-m", mode, "restart");
+
+    /// <summary>Stops the whole server (fast shutdown); <see cref="StartServerAsync"/> brings it back as it was.</summary>
+    public static async Task<string> StopServerAsync()
     {
-        var bin = Required("QRO_TEST_PG_BIN");
-        var data = Required("QRO_TEST_PG_DATA");
-        // -l: the restarted server must not inherit our pipes (it would keep them open for its whole life).
-        var log = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(data).TrimEnd('/'))!, "log");
+        _startOptions ??= StartOptions();
+        return await PgCtlAsync("-w", "-t", "30", "-m", "fast", "stop");
+    }
+
+    /// <summary>Starts the server stopped by <see cref="StopServerAsync"/>, with the options it last ran with.</summary>
+    public static Task<string> StartServerAsync() =>
+        PgCtlAsync("-l", LogFile, "-w", "-t", "30", "-o", _startOptions ?? StartOptions(), "start");
+
+    private static string? _startOptions;
+
+    private static string DataDirectory => Required("QRO_TEST_PG_DATA");
+
+    /// <summary>The server log next to the data directory, where scripts/test puts it.</summary>
+    private static string LogFile => Path.Combine(Path.GetDirectoryName(Path.GetFullPath(DataDirectory).TrimEnd('/'))!, "log");
+
+    /// <summary>The postmaster's command line options (postmaster.opts), minus -D, quoted for pg_ctl -o.</summary>
+    private static string StartOptions()
+    {
+        var opts = File.ReadAllText(Path.Combine(DataDirectory, "postmaster.opts"));
+        var tokens = System.Text.RegularExpressions.Regex.Matches(opts, "\"((?:[^\"\\\\]|\\\\.)*)\"").Select(m => m.Groups[1].Value).ToList();
+        var kept = new List<string>();
+        for (var i = 0; i < tokens.Count; i++)
+        {
+            if (tokens[i] == "-D")
+            {
+                i++;
+                continue;
+            }
+            kept.Add("'" + tokens[i].Replace("'", "'\\''", StringComparison.Ordinal) + "'");
+        }
+        return string.Join(' ', kept);
+    }
+
+    /// <summary>pg_ctl as the postgres user (tests run as root; the server refuses to run as root).</summary>
+    private static async Task<string> PgCtlAsync(params string[] args)
+    {
         var psi = new ProcessStartInfo("runuser")
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        foreach (var arg in new[] { "-u", "postgres", "--", Path.Combine(bin, "pg_ctl"), "-D", data, "-l", log, "-w", "-t", "30", "-m", mode, "restart" })
+        // -l (in the callers that start a server): it must not inherit our pipes and keep them open for its whole life.
+        foreach (var arg in new[] { "-u", "postgres", "--", Path.Combine(Required("QRO_TEST_PG_BIN"), "pg_ctl"), "-D", DataDirectory }.Concat(args))
         {
             psi.ArgumentList.Add(arg);
         }
@@ -77,7 +114,7 @@ public sealed class PostgresDatabase : IAsyncDisposable
         var output = await stdout + await stderr;
         if (process.ExitCode != 0)
         {
-            throw new InvalidOperationException($"pg_ctl restart failed ({process.ExitCode}): {output}");
+            throw new InvalidOperationException($"pg_ctl {string.Join(' ', args)} failed ({process.ExitCode}): {output}");
         }
         return output;
     }

@@ -9,6 +9,7 @@
     if (!me.ok) { main.dataset.state = 'signed-out'; show('signed-out'); return; }
     document.getElementById('display-name').textContent = (await me.json()).displayName;
     await loadDevices();
+    await loadActivity();
     main.dataset.state = 'home';
     show('home');
   }
@@ -32,9 +33,33 @@
           const r = await PhoneSession.api('/v1/devices/' + encodeURIComponent(d.id), { method: 'DELETE' });
           if (!r.ok) document.getElementById('phone-error').textContent = 'Could not sign that device out.';
           await loadDevices();
+          await loadActivity();
         });
         li.append(b);
       }
+      return li;
+    }));
+  }
+
+  // The account's audit trail, newest first: what happened, when, from where.
+  const activityText = {
+    qr_scanned: 'Scanned a sign-in code', qr_approved: 'Approved a sign-in', qr_rejected: 'Rejected a sign-in',
+    device_linked: 'New device signed in', device_revoked: 'Signed a device out', refresh_token_reused: 'Suspicious token reuse; device signed out',
+  };
+
+  async function loadActivity() {
+    const res = await PhoneSession.api('/v1/me/audit?limit=20');
+    if (!res.ok) return;
+    const entries = await res.json();
+    document.getElementById('activity').replaceChildren(...entries.map(e => {
+      const li = document.createElement('li');
+      li.dataset.action = e.action;
+      const title = document.createElement('strong');
+      title.textContent = activityText[e.action] || e.action;
+      const small = document.createElement('span');
+      small.className = 'small';
+      small.textContent = [new Date(e.at).toLocaleString(), e.client, e.ip, e.detail].filter(Boolean).join(' · ');
+      li.append(title, document.createElement('br'), small);
       return li;
     }));
   }

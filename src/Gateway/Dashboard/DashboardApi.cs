@@ -1,0 +1,127 @@
+using System.Threading.RateLimiting;
+using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.AspNetCore.RateLimiting;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using QrOrleans.Gateway.Problems;
+using QrOrleans.Silo;
+using QrOrleans.Silo.Runtime;
+
+namespace QrOrleans.Gateway.Dashboard;
+
+/// <summary>
+/// The cluster dashboard: the page (/dashboard, which holds no data), its sign-in with the operator key, its data
+/// (GET /v1/dashboard) and its live feed (hub /hubs/dashboard). Data and feed answer 401 without a valid cookie.
+/// </summary>
+public static class DashboardApi
+{
+    public const string HubPath = "/hubs/dashboard";
+    private const string SignInLimit = "dashboard-sign-in";
+
+    public static IServiceCollection AddDashboard(this IServiceCollection services, RateLimitOptions limits)
+    {
+        services.AddSingleton<DashboardSessions>();
+        services.AddSingleton<DashboardQuery>();
+        services.TryAddSingleton<ILinkedAccountsSource, FleetAccounts>();
+        services.AddSingleton<ITurnCommitObserver, PairingQrWatch>();
+        services.AddSingleton<DashboardFeed>();
+        services.AddHostedService(sp => sp.GetRequiredService<DashboardFeed>());
+        services.AddHostedService<SiloStatsPublisher>();
+        services.AddGrain<ISiloStatsGrain, SiloStatsGrain>(SiloStatsGrain.TypeName);
+        // Guessing the operator key through the form: a few tries a minute per address.
+        services.Configure<RateLimiterOptions>(o => o.AddPolicy(SignInLimit, context => limits.Enabled
+            ? RateLimitPartition.GetFixedWindowLimiter("ip:" + context.Connection.RemoteIpAddress,
+                _ => new FixedWindowRateLimiterOptions { PermitLimit = 10, Window = TimeSpan.FromMinutes(1), QueueLimit = 0 })
+            : RateLimitPartition.GetNoLimiter("ip")));
+        return services;
+    }
+
+    public static WebApplication MapDashboard(this WebApplication app)
+    {
+        var sessions = app.Services.GetRequiredService<DashboardSessions>();
+        // Negotiate, WebSocket, SSE and long-poll requests of the hub all carry the cookie; none passes without it.
+        app.UseWhen(context => context.Request.Path.StartsWithSegments(HubPath), hub => hub.Use(async (context, next) =>
+        {
+            if (!sessions.IsSignedIn(context))
+            {
+                await ProblemResponses.Write(context, Unauthenticated()).ConfigureAwait(false);
+                return;
+            }
+            await next(context).ConfigureAwait(false);
+        }));
+        app.MapGet("/dashboard", Page).ExcludeFromDescription();
+        app.MapPost("/dashboard/sign-in", SignInAsync).RequireRateLimiting(SignInLimit).ExcludeFromDescription();
+        app.MapPost("/dashboard/sign-out", SignOut).ExcludeFromDescription();
+        app.MapGet("/v1/dashboard", GetAsync).WithTags("Operator");
+        app.MapHub<DashboardHub>(HubPath);
+        return app;
+    }
+
+    private static IResult Page(HttpContext context, IWebHostEnvironment env)
+    {
+        var headers = context.Response.Headers;
+        headers.CacheControl = "no-store";
+        headers["X-Frame-Options"] = "DENY";
+        headers["Referrer-Policy"] = "same-origin";
+        headers.ContentSecurityPolicy =
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; form-action 'self'";
+        return TypedResults.PhysicalFile(Path.Combine(env.WebRootPath, "dashboard.html"), "text/html; charset=utf-8");
+    }
+
+    /// <summary>
+    /// The sign-in form posts the key (form field "key"), so it never appears in a URL. A browser is sent back to
+    /// /dashboard (with ?signin=failed when the key is wrong); a script asking for JSON gets 204 or 401.
+    /// </summary>
+    private static async Task<IResult> SignInAsync(HttpContext context, DashboardSessions sessions)
+    {
+        // A page of another site posting here is refused ("null" is what a no-referrer page sends: allowed).
+        if (context.Request.Headers.Origin is [{ } origin] && origin != "null" && !SameOrigin(context.Request, origin))
+        {
+            throw new GrainException("cross_origin", 403, "Forbidden", "Sign in from the dashboard page of this server.");
+        }
+        if (!context.Request.HasFormContentType)
+        {
+            throw new GrainException("unsupported_media_type", 415, "Unsupported media type", "Post the sign-in form (application/x-www-form-urlencoded).");
+        }
+        var form = await context.Request.ReadFormAsync(context.RequestAborted).ConfigureAwait(false);
+        var wantsJson = context.Request.Headers.Accept.ToString().Contains("application/json", StringComparison.OrdinalIgnoreCase);
+        if (!sessions.IsOperatorKey(form["key"]))
+        {
+            DashboardSessions.SignOut(context);
+            return wantsJson ? TypedResults.Problem(Unauthenticated()) : SeeOther("/dashboard?signin=failed");
+        }
+        sessions.SignIn(context);
+        return wantsJson ? TypedResults.NoContent() : SeeOther("/dashboard");
+    }
+
+    private static IResult SignOut(HttpContext context)
+    {
+        DashboardSessions.SignOut(context);
+        return SeeOther("/dashboard");
+    }
+
+    private static async Task<Ok<DashboardSnapshot>> GetAsync(HttpContext context, DashboardSessions sessions, DashboardFeed feed) =>
+        sessions.IsSignedIn(context)
+            ? TypedResults.Ok(await feed.CurrentAsync(context.RequestAborted).ConfigureAwait(false))
+            : throw Errors.Unauthenticated("Sign in at /dashboard, or send the operator key in the X-Api-Key header.");
+
+    private static Microsoft.AspNetCore.Mvc.ProblemDetails Unauthenticated() =>
+        ProblemResponses.Create(401, "unauthenticated", "Unauthenticated", "Sign in at /dashboard with the operator key.");
+
+    /// <summary>303: the browser follows with a GET, so a reload never re-posts the form.</summary>
+    private static IResult SeeOther(string location) => new SeeOtherResult(location);
+
+    private static bool SameOrigin(HttpRequest request, string origin) =>
+        Uri.TryCreate(origin, UriKind.Absolute, out var o)
+        && string.Equals(o.Scheme, request.Scheme, StringComparison.OrdinalIgnoreCase)
+        && string.Equals(o.Authority, request.Host.Value, StringComparison.OrdinalIgnoreCase);
+
+    private sealed class SeeOtherResult(string location) : IResult
+    {
+        public Task ExecuteAsync(HttpContext httpContext)
+        {
+            httpContext.Response.StatusCode = StatusCodes.Status303SeeOther;
+            httpContext.Response.Headers.Location = location;
+            return Task.CompletedTask;
+        }
+    }
+}

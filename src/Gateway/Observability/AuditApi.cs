@@ -1,0 +1,78 @@
+using Microsoft.AspNetCore.Http.HttpResults;
+using QrOrleans.Audit;
+using QrOrleans.Gateway.Auth;
+using QrOrleans.Gateway.QrSessions;
+using QrOrleans.Gateway.Users;
+using QrOrleans.Runtime;
+
+namespace QrOrleans.Gateway.Observability;
+
+/// <summary>
+/// Appends to users' audit trails after a QR or device transition has succeeded. A failed append is logged and
+/// does not undo or fail the transition the user already made.
+/// </summary>
+public sealed partial class AuditTrail(IGrainFactory grains, NodeStats stats, QrTelemetry telemetry, ILogger<AuditTrail> log)
+{
+    /// <param name="client">What acted, when not the caller's own browser: e.g. the desktop being linked.</param>
+    public async Task RecordAsync(HttpContext context, string userId, string action, string? actorDeviceId = null,
+        string? deviceId = null, string? sessionId = null, string? detail = null, string? client = null)
+    {
+        if (client is null)
+        {
+            var (browser, os) = UserAgent.Parse(context.Request.Headers.UserAgent);
+            client = $"{browser} on {os}";
+        }
+        var entry = new AuditEntry(default, action, context.ClientIp(), client, actorDeviceId, deviceId, sessionId, detail);
+        try
+        {
+            var stamped = await grains.GetGrain<IAuditGrain>(userId).AppendAsync(entry, CancellationToken.None).ConfigureAwait(false);
+            stats.Audited(userId, stamped);
+            telemetry.AuditAppends.Add(1, new KeyValuePair<string, object?>("action", action));
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            LogAppendFailed(log, action, e.GetType().Name);
+        }
+    }
+
+    [LoggerMessage(LogLevel.Warning, "An audit entry ({Action}) could not be appended: {Error}")]
+    private static partial void LogAppendFailed(ILogger log, string action, string error);
+}
+
+/// <summary>The user's own recent sign-ins and device changes, and the operator's query by user and time.</summary>
+public static class AuditApi
+{
+    private const int DefaultLimit = 50;
+    private const int MaxLimit = 500;
+
+    public static IEndpointRouteBuilder MapAuditApi(this IEndpointRouteBuilder app)
+    {
+        app.MapGet("/v1/me/audit", MineAsync).WithTags("Users and devices");
+        app.MapGet("/v1/admin/users/{id}/audit", UserAsync).WithTags("Operator");
+        return app;
+    }
+
+    private static async Task<Ok<IReadOnlyList<AuditEntry>>> MineAsync(HttpContext context, IGrainFactory grains, int? limit)
+    {
+        var caller = await context.RequirePhoneAsync();
+        return TypedResults.Ok(await grains.GetGrain<IAuditGrain>(caller.UserId).ListAsync(null, null, Limit(limit), context.RequestAborted));
+    }
+
+    private static async Task<Ok<IReadOnlyList<AuditEntry>>> UserAsync(
+        string id, HttpContext context, IGrainFactory grains, DateTimeOffset? from, DateTimeOffset? to, int? limit)
+    {
+        context.RequireOperator();
+        if (!DeviceIds.IsUserId(id))
+        {
+            throw Errors.NotFound("The user");
+        }
+        if (from > to)
+        {
+            throw Errors.Validation("from must not be after to.");
+        }
+        return TypedResults.Ok(await grains.GetGrain<IAuditGrain>(id).ListAsync(from, to, Limit(limit), context.RequestAborted));
+    }
+
+    private static int Limit(int? limit) =>
+        limit is null ? DefaultLimit : limit is >= 1 and <= MaxLimit ? limit.Value : throw Errors.Validation($"limit is 1 to {MaxLimit}.");
+}

@@ -1,0 +1,62 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using QrOrleans.Accounts;
+
+// The namespace is not "…Connectors.QrOrleans": a namespace of that name would shadow the root namespace
+// for every file under QrOrleans.Grains.Connectors that writes a fully qualified "QrOrleans.Accounts.…".
+namespace QrOrleans.Grains.Connectors.QrOrleansServer;
+
+/// <summary>
+/// What a confirmed QrOrleans pairing yields, stored (sealed) by the grain as one JSON string:
+/// <c>{"v":1,"serverUrl":"https://…/","deviceId":"…","userId":"…","refreshToken":"…"}</c>.
+/// The refresh token rotates on every use, so every health check hands back a new value that must replace this one.
+/// </summary>
+/// <param name="ServerUrl">The server the device belongs to (always with a trailing slash).</param>
+/// <param name="DeviceId">The linked device: what the owner sees in their devices list and can revoke.</param>
+/// <param name="UserId">The owner whose device this is.</param>
+/// <param name="RefreshToken">The device's refresh token. Never logged, never in an exception message.</param>
+public sealed record QrOrleansCredentials(string ServerUrl, string DeviceId, string? UserId, string RefreshToken)
+{
+    private const int CurrentVersion = 1;
+
+    private static readonly JsonSerializerOptions Json = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
+        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+    };
+
+    public string ToJson() => JsonSerializer.Serialize(new Stored(CurrentVersion, ServerUrl, DeviceId, UserId, RefreshToken), Json);
+
+    public QrOrleansCredentials WithRefreshToken(string refreshToken) => this with { RefreshToken = refreshToken };
+
+    /// <summary>Reads stored credentials; anything unreadable means the account must pair again.</summary>
+    public static QrOrleansCredentials Parse(string? credentials)
+    {
+        Stored? stored = null;
+        if (!string.IsNullOrWhiteSpace(credentials))
+        {
+            try
+            {
+                stored = JsonSerializer.Deserialize<Stored>(credentials, Json);
+            }
+            catch (JsonException)
+            {
+                stored = null;
+            }
+        }
+        if (stored is not { V: CurrentVersion, ServerUrl: { Length: > 0 } serverUrl, DeviceId: { Length: > 0 } deviceId, RefreshToken: { Length: > 0 } refreshToken }
+            || !Uri.TryCreate(serverUrl, UriKind.Absolute, out var uri) || uri.Scheme is not ("https" or "http"))
+        {
+            throw new PlatformException(ErrorClass.Auth, "invalid_credentials",
+                "The stored QrOrleans credentials are missing or unreadable; pair the account again.");
+        }
+        return new QrOrleansCredentials(serverUrl, deviceId, stored.UserId, refreshToken);
+    }
+
+    internal Uri Server => ServerUrls.WithTrailingSlash(new Uri(ServerUrl));
+
+    /// <summary>A record prints all its members by default; this one must never print the token.</summary>
+    public override string ToString() => $"QrOrleansCredentials {{ ServerUrl = {ServerUrl}, DeviceId = {DeviceId}, RefreshToken = *** }}";
+
+    private sealed record Stored(int V, string? ServerUrl, string? DeviceId, string? UserId, string? RefreshToken);
+}

@@ -1,0 +1,155 @@
+using System.Net;
+using System.Text.Json;
+using QrOrleans.Tests.Api;
+using QrOrleans.Tests.Infrastructure;
+using QrOrleans.Tests.Observability;
+
+namespace QrOrleans.Tests.Dashboard;
+
+/// <summary>The dashboard's sign-in cookie and its refusals, over HTTP.</summary>
+public sealed class DashboardAuthTests(NodeFixture fixture) : IClassFixture<NodeFixture>
+{
+    private GatewayNode Node => fixture.Node;
+
+    [Fact]
+    public async Task Signing_in_with_the_operator_key_sets_an_httponly_strict_cookie_that_opens_the_data()
+    {
+        using var http = NoRedirects(Node);
+        using var form = new FormUrlEncodedContent([new("key", GatewayNode.AdminKey)]);
+
+        using var response = await http.PostAsync("/dashboard/sign-in", form);
+
+        Assert.Equal(HttpStatusCode.SeeOther, response.StatusCode);
+        Assert.Equal("/dashboard", response.Headers.Location?.OriginalString);
+        var setCookie = Assert.Single(response.Headers.GetValues("Set-Cookie"));
+        var attributes = setCookie.Split(';').Select(a => a.Trim().ToLowerInvariant()).ToList();
+        Assert.Contains("httponly", attributes);
+        Assert.Contains("samesite=strict", attributes);
+        Assert.Contains("path=/", attributes);
+        Assert.DoesNotContain("secure", attributes); // plain HTTP here; over HTTPS the cookie is Secure
+        var cookie = setCookie.Split(';')[0];
+        Assert.StartsWith("qro_dashboard=", cookie);
+        Assert.DoesNotContain(GatewayNode.AdminKey, Uri.UnescapeDataString(cookie));
+
+        Assert.Equal(HttpStatusCode.OK, (await GetAsync(http, "/v1/dashboard", cookie)).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await PostAsync(http, "/hubs/dashboard/negotiate?negotiateVersion=1", cookie)).StatusCode);
+    }
+
+    [Fact]
+    public async Task Without_a_valid_cookie_the_data_and_the_hub_answer_401_and_the_page_shows_only_the_form()
+    {
+        using var http = NoRedirects(Node);
+        var good = await LogRedactionTests.SignInAsync(Node.Http, GatewayNode.AdminKey);
+        var value = good.Split('=', 2)[1];
+        var tampered = "qro_dashboard=" + value[..^2] + (value[^2..] == "AA" ? "BB" : "AA");
+        var badMac = "qro_dashboard=" + value.Split('.')[0] + ".not-a-mac";
+
+        foreach (var cookie in new string?[] { null, tampered, badMac, "qro_dashboard=" + GatewayNode.AdminKey })
+        {
+            var data = await GetAsync(http, "/v1/dashboard", cookie);
+            Assert.Equal(HttpStatusCode.Unauthorized, data.StatusCode);
+            Assert.Equal("application/problem+json", data.Content.Headers.ContentType?.MediaType);
+            Assert.Equal(HttpStatusCode.Unauthorized, (await PostAsync(http, "/hubs/dashboard/negotiate?negotiateVersion=1", cookie)).StatusCode);
+            Assert.Equal(HttpStatusCode.Unauthorized, (await GetAsync(http, "/hubs/dashboard?id=anything", cookie)).StatusCode);
+        }
+
+        var page = await GetAsync(http, "/dashboard", null);
+        Assert.Equal(HttpStatusCode.OK, page.StatusCode);
+        var html = await page.Content.ReadAsStringAsync();
+        Assert.Contains("action=\"/dashboard/sign-in\"", html);
+        Assert.Contains("frame-ancestors 'none'", page.Headers.GetValues("Content-Security-Policy").Single());
+        Assert.Equal("no-store", page.Headers.CacheControl?.ToString());
+    }
+
+    [Fact]
+    public async Task A_wrong_key_is_sent_back_to_the_form_and_scripts_get_401_or_204()
+    {
+        using var http = NoRedirects(Node);
+        using (var wrong = new FormUrlEncodedContent([new("key", "not-the-key")]))
+        {
+            using var response = await http.PostAsync("/dashboard/sign-in", wrong);
+            Assert.Equal(HttpStatusCode.SeeOther, response.StatusCode);
+            Assert.Equal("/dashboard?signin=failed", response.Headers.Location?.OriginalString);
+            Assert.DoesNotContain(response.Headers.TryGetValues("Set-Cookie", out var c) ? c : [], v => v.Split(';')[0].Length > "qro_dashboard=".Length);
+        }
+        foreach (var (key, status) in new[] { ("not-the-key", HttpStatusCode.Unauthorized), (GatewayNode.AdminKey, HttpStatusCode.NoContent) })
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Post, "/dashboard/sign-in") { Content = new FormUrlEncodedContent([new("key", key)]) };
+            request.Headers.Accept.ParseAdd("application/json");
+            Assert.Equal(status, (await http.SendAsync(request)).StatusCode);
+        }
+        using (var crossSite = new HttpRequestMessage(HttpMethod.Post, "/dashboard/sign-in") { Content = new FormUrlEncodedContent([new("key", GatewayNode.AdminKey)]) })
+        {
+            crossSite.Headers.Add("Origin", "https://evil.example");
+            Assert.Equal(HttpStatusCode.Forbidden, (await http.SendAsync(crossSite)).StatusCode);
+        }
+        using (var json = new HttpRequestMessage(HttpMethod.Post, "/dashboard/sign-in") { Content = JsonContent(new { key = GatewayNode.AdminKey }) })
+        {
+            Assert.Equal(HttpStatusCode.UnsupportedMediaType, (await http.SendAsync(json)).StatusCode);
+        }
+    }
+
+    [Fact]
+    public async Task A_cookie_from_one_node_works_on_another_node_with_the_same_operator_key_only()
+    {
+        await using var sameKey = await GatewayNode.StartAsync();
+        await using var otherKey = await GatewayNode.StartAsync(new Dictionary<string, string?> { ["QrOrleans:AdminApiKey"] = "another-cluster-key" });
+        var cookie = await LogRedactionTests.SignInAsync(Node.Http, GatewayNode.AdminKey);
+
+        using var same = NoRedirects(sameKey);
+        using var other = NoRedirects(otherKey);
+        Assert.Equal(HttpStatusCode.OK, (await GetAsync(same, "/v1/dashboard", cookie)).StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await GetAsync(other, "/v1/dashboard", cookie)).StatusCode);
+    }
+
+    [Fact]
+    public async Task The_data_follow_a_ceremony_on_this_node()
+    {
+        var api = new ApiClient(Node.Http);
+        var phone = await api.NewPhoneAsync();
+        var session = await api.CreateSessionAsync();
+        await api.ScanAndApproveAsync(phone.AccessToken, session);
+        (await api.ClaimAsync(session)).EnsureStatus(200);
+
+        JsonElement d = default;
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        do
+        {
+            await Task.Delay(200);
+            d = (await api.SendAsync(HttpMethod.Get, "/v1/dashboard", null, apiKey: GatewayNode.AdminKey)).EnsureStatus(200).Body;
+        }
+        while (DateTime.UtcNow < deadline && d.GetProperty("totals").GetProperty("ceremonies").GetInt64() == 0);
+
+        Assert.True(d.GetProperty("totals").GetProperty("ceremonies").GetInt64() >= 1);
+        Assert.True(d.GetProperty("sessions").GetProperty("completed").GetInt32() >= 1);
+        Assert.Equal(JsonValueKind.Number, d.GetProperty("totals").GetProperty("ceremonyP50").ValueKind);
+        var silo = Assert.Single(d.GetProperty("silos").EnumerateArray());
+        Assert.True(silo.GetProperty("self").GetBoolean());
+        Assert.Equal("active", silo.GetProperty("status").GetString());
+        Assert.Equal(QrOrleans.Gateway.Dashboard.DashboardQuery.WindowMinutes, d.GetProperty("minutes").GetArrayLength());
+        Assert.Contains(d.GetProperty("audit").EnumerateArray(), a => a.GetProperty("action").GetString() == "device_linked"
+            && a.GetProperty("userId").GetString() == phone.UserId);
+        Assert.Equal(JsonValueKind.Array, d.GetProperty("accounts").GetProperty("accounts").ValueKind);
+        Assert.Equal(JsonValueKind.Array, d.GetProperty("accounts").GetProperty("inbox").ValueKind);
+    }
+
+    private static HttpClient NoRedirects(GatewayNode node) =>
+        new(new HttpClientHandler { AllowAutoRedirect = false, UseCookies = false }) { BaseAddress = node.BaseAddress };
+
+    private static StringContent JsonContent(object body) =>
+        new(JsonSerializer.Serialize(body), System.Text.Encoding.UTF8, "application/json");
+
+    private static Task<HttpResponseMessage> GetAsync(HttpClient http, string path, string? cookie) => SendAsync(http, HttpMethod.Get, path, cookie);
+
+    private static Task<HttpResponseMessage> PostAsync(HttpClient http, string path, string? cookie) => SendAsync(http, HttpMethod.Post, path, cookie);
+
+    private static async Task<HttpResponseMessage> SendAsync(HttpClient http, HttpMethod method, string path, string? cookie)
+    {
+        using var request = new HttpRequestMessage(method, path);
+        if (cookie is not null)
+        {
+            request.Headers.Add("Cookie", cookie);
+        }
+        return await http.SendAsync(request);
+    }
+}

@@ -1,0 +1,164 @@
+using System.Text.RegularExpressions;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Playwright;
+using QrOrleans.Silo.Runtime;
+using QrOrleans.Tests.Browser;
+using QrOrleans.Tests.Infrastructure;
+using static Microsoft.Playwright.Assertions;
+
+namespace QrOrleans.Tests.Dashboard;
+
+/// <summary>Headless Chromium and a two-node cluster: two gateways on one PostgreSQL database.</summary>
+public sealed class TwoNodeClusterFixture : IAsyncLifetime
+{
+    public Chromium Chromium { get; private set; } = null!;
+
+    public GatewayNode A { get; private set; } = null!;
+
+    public GatewayNode B { get; private set; } = null!;
+
+    public async ValueTask InitializeAsync()
+    {
+        Assertions.SetDefaultExpectTimeout(BrowserFixture.TimeoutMs);
+        var chromium = Chromium.LaunchAsync();
+        var database = await TestDatabase.CreateAsync();
+        var settings = new Dictionary<string, string?>
+        {
+            ["QrOrleans:Storage:Provider"] = "PostgreSql",
+            ["QrOrleans:Storage:ConnectionString"] = database,
+            ["QrOrleans:Accounts:LeaseTime"] = "00:00:02",
+            ["QrOrleans:Accounts:PairingPollWait"] = "00:00:00.250",
+        };
+        A = await GatewayNode.StartAsync(settings); // first alone: it applies the schema
+        B = await GatewayNode.StartAsync(settings);
+        Chromium = await chromium;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var node in new[] { A, B })
+        {
+            if (node is not null)
+            {
+                await node.DisposeAsync();
+            }
+        }
+        if (Chromium is not null)
+        {
+            await Chromium.DisposeAsync();
+        }
+    }
+}
+
+/// <summary>
+/// The dashboard as an operator sees it: refused without the key, then both silos of the cluster, and a ceremony
+/// on the other node moving its figures live, without a reload.
+/// </summary>
+public sealed class DashboardPageTests(TwoNodeClusterFixture cluster) : IClassFixture<TwoNodeClusterFixture>
+{
+    [Fact]
+    public async Task An_operator_signs_in_sees_both_silos_and_watches_a_ceremony_on_the_other_node_move_the_counters()
+    {
+        await using var context = await NewContextAsync(cluster.A);
+        var page = await context.NewPageAsync();
+        var errors = new List<string>();
+        page.PageError += (_, e) => errors.Add(e);
+        var main = page.Locator("main#dashboard");
+
+        // Without the key: only the form, and a wrong key shows an error and no data.
+        await page.GotoAsync("/dashboard");
+        await Expect(main).ToHaveAttributeAsync("data-state", "signed-out");
+        await Expect(page.Locator("#view-sign-in")).ToBeVisibleAsync();
+        await Expect(page.Locator("#view-live")).ToBeHiddenAsync();
+        await page.Locator("#key").FillAsync("not-the-operator-key");
+        await page.Locator("#sign-in button[type=submit]").ClickAsync();
+        await Expect(page.Locator("#sign-in-error")).ToHaveTextAsync("That is not the operator key.");
+        await Expect(main).ToHaveAttributeAsync("data-state", "signed-out");
+        await Expect(page.Locator("#silos tr")).ToHaveCountAsync(0);
+        Assert.Equal(401, await page.EvaluateAsync<int>("async () => (await fetch('/v1/dashboard')).status"));
+        Assert.DoesNotContain("not-the-operator-key", page.Url);
+
+        // With it: live over WebSockets, both silos.
+        await page.Locator("#key").FillAsync(GatewayNode.AdminKey);
+        await page.Locator("#sign-in button[type=submit]").ClickAsync();
+        await Expect(main).ToHaveAttributeAsync("data-state", "live");
+        await Expect(main).ToHaveAttributeAsync("data-transport", "WebSockets");
+        Assert.DoesNotContain(GatewayNode.AdminKey, page.Url);
+        var siloA = cluster.A.Services.GetRequiredService<SiloIdentity>().Id;
+        var siloB = cluster.B.Services.GetRequiredService<SiloIdentity>().Id;
+        await Expect(page.Locator($"#silos tr[data-silo-id=\"{siloA}\"]")).ToContainTextAsync("(this node)");
+        await Expect(page.Locator($"#silos tr[data-silo-id=\"{siloB}\"]")).ToContainTextAsync("active");
+        await Expect(page.Locator($"#silos tr[data-silo-id=\"{siloB}\"]")).ToContainTextAsync(cluster.B.BaseAddress.ToString().TrimEnd('/'));
+        var cookie = Assert.Single(await context.CookiesAsync(), c => c.Name == "qro_dashboard");
+        Assert.True(cookie.HttpOnly);
+        Assert.Equal(SameSiteAttribute.Strict, cookie.SameSite);
+        Assert.DoesNotContain(GatewayNode.AdminKey, cookie.Value);
+
+        var completed = int.Parse((await page.Locator("#sessions li[data-state=completed] .count").TextContentAsync())!, System.Globalization.CultureInfo.InvariantCulture);
+        var ceremonies = int.Parse((await page.Locator("#ceremonies-window").TextContentAsync())!, System.Globalization.CultureInfo.InvariantCulture);
+        await page.EvaluateAsync("() => { window.__marker = 1; }");
+
+        // A ceremony on node B.
+        var api = new ApiClient(cluster.B.Http);
+        var phone = await api.NewPhoneAsync();
+        var session = await api.CreateSessionAsync(new { client = new { name = "Dashboard demo laptop", kind = "browser" } });
+        (await api.ScanAsync(phone.AccessToken, session.QrUrl)).EnsureStatus(200);
+        var desktopOnA = new ApiClient(cluster.A.Http);
+        var waiting = desktopOnA.SendAsync(HttpMethod.Get, $"/v1/qr/sessions/{session.SessionId}?waitForVersion=2&timeout=15", null, session.DesktopToken);
+        var number = (await api.SnapshotAsync(session)).Body.GetProperty("numberMatch").GetString()!;
+        (await api.ApproveAsync(phone.AccessToken, session.SessionId, number)).EnsureStatus(200);
+        Assert.Equal("approved", (await waiting).EnsureStatus(200).Body.GetProperty("state").GetString()); // told on node A
+        (await api.ClaimAsync(session)).EnsureStatus(200);
+
+        await Expect(page.Locator("#sessions li[data-state=completed] .count")).ToHaveTextAsync(new Regex($"^(?!{completed}$)\\d+$"));
+        await Expect(page.Locator("#ceremonies-window")).ToHaveTextAsync(new Regex($"^(?!{ceremonies}$)\\d+$"));
+        await Expect(page.Locator($"#silos tr[data-silo-id=\"{siloB}\"] .served")).Not.ToHaveTextAsync("0.0");
+        await Expect(page.Locator("#ceremony-p50")).Not.ToHaveTextAsync("–");
+        await Expect(page.Locator("#notify-p50")).Not.ToHaveTextAsync("–");
+        await Expect(page.Locator("#audit li[data-action=device_linked]").First).ToContainTextAsync("Dashboard demo laptop");
+        await Expect(page.Locator("#chart-ceremonies svg rect.bar")).ToHaveCountAsync(QrOrleans.Gateway.Dashboard.DashboardQuery.WindowMinutes);
+        Assert.Equal(1, await page.EvaluateAsync<int>("() => window.__marker"));
+
+        // The agent fleet: an account pairing on the sandbox platform is listed, and its current QR is in the owner inbox.
+        var accountId = "dashboard-bot-" + Guid.NewGuid().ToString("N")[..8];
+        (await api.SendAsync(HttpMethod.Put, $"/v1/accounts/{accountId}", new
+        {
+            platform = "sandbox",
+            displayName = "Dashboard bot",
+            owner = new { webhookUrl = "http://127.0.0.1:9/owner", webhookSecret = "owner-webhook-secret-0123456789" },
+            pairing = new { maxCycles = 3, qrTtlSeconds = 60 },
+            connector = new { autoConfirm = false },
+        }, apiKey: GatewayNode.AdminKey)).EnsureStatus(201);
+        (await api.SendAsync(HttpMethod.Post, $"/v1/accounts/{accountId}/pair", null, apiKey: GatewayNode.AdminKey)).EnsureStatus(202);
+        var account = page.Locator($"#accounts tr[data-account-id=\"{accountId}\"]");
+        await Expect(account).ToHaveAttributeAsync("data-state", "pairing");
+        await Expect(account).ToContainTextAsync("Dashboard bot");
+        var inbox = page.Locator($"#inbox li[data-account-id=\"{accountId}\"]");
+        await Expect(inbox.Locator("svg")).ToBeVisibleAsync();
+        await Expect(inbox).ToContainTextAsync("code 1 of 3");
+        await Expect(account).ToContainTextAsync("1 of 3");
+        await DocScreenshots.SaveAsync(page, "dashboard.png");
+        (await api.SendAsync(HttpMethod.Post, $"/v1/accounts/{accountId}/stop", null, apiKey: GatewayNode.AdminKey)).EnsureStatus(200);
+        await Expect(account).ToHaveAttributeAsync("data-state", "stopped");
+        await Expect(inbox).ToHaveCountAsync(0);
+        Assert.Equal(1, await page.EvaluateAsync<int>("() => window.__marker"));
+
+        // Signing out ends it.
+        await page.Locator("#sign-out").ClickAsync();
+        await Expect(main).ToHaveAttributeAsync("data-state", "signed-out");
+        Assert.Equal(401, await page.EvaluateAsync<int>("async () => (await fetch('/v1/dashboard')).status"));
+        Assert.True(errors.Count == 0, "Script errors: " + string.Join("\n", errors));
+    }
+
+    private async Task<IBrowserContext> NewContextAsync(GatewayNode node)
+    {
+        var context = await cluster.Chromium.Browser.NewContextAsync(new BrowserNewContextOptions
+        {
+            BaseURL = node.BaseAddress.ToString(),
+            ViewportSize = new ViewportSize { Width = 1240, Height = 900 },
+        });
+        context.SetDefaultTimeout(BrowserFixture.TimeoutMs);
+        context.SetDefaultNavigationTimeout(BrowserFixture.TimeoutMs);
+        return context;
+    }
+}
