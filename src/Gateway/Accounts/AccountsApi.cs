@@ -65,6 +65,7 @@ public static partial class AccountsApi
         accounts.MapPost("/{accountId}/export", ExportAsync);
         accounts.MapPost("/{accountId}/import", ImportAsync);
         accounts.MapDelete("/{accountId}", DeleteAsync);
+        app.MapPost("/v1/admin/vault/reseal", ResealAsync).WithTags("Operator");
         return app;
     }
 
@@ -107,6 +108,38 @@ public static partial class AccountsApi
             views.AddRange(read.OfType<AccountView>());
         }
         return TypedResults.Ok(views.ToArray());
+    }
+
+    /// <summary>
+    /// Key rotation: after adding a key version and making it current on every node, this re-seals every
+    /// account's credentials under it. Run it until it reports nothing resealed and nothing failed, then the
+    /// old key can be removed.
+    /// </summary>
+    private static async Task<Ok<ResealReport>> ResealAsync(HttpContext context, IGrainFactory grains, ILeaseTable leases, CancellationToken ct)
+    {
+        context.RequireOperator();
+        var resealed = 0;
+        var unchanged = 0;
+        var failed = new List<ResealFailure>();
+        foreach (var row in await leases.ListAsync(AccountGrainTypes.Account, ct))
+        {
+            try
+            {
+                if (await grains.GetGrain<ILinkedAccountGrain>(row.Key).ResealCredentialsAsync(ct))
+                {
+                    resealed++;
+                }
+                else
+                {
+                    unchanged++;
+                }
+            }
+            catch (GrainException e)
+            {
+                failed.Add(new ResealFailure(row.Key, e.Code));
+            }
+        }
+        return TypedResults.Ok(new ResealReport(resealed, unchanged, failed));
     }
 
     private static async Task<Ok<AccountView>> GetAsync(string accountId, IGrainFactory grains, CancellationToken ct) =>
@@ -327,3 +360,7 @@ public static partial class AccountsApi
     [LoggerMessage(LogLevel.Information, "Logout of unlinked account {Account} failed ({Error}); it is unlinked here regardless")]
     private static partial void LogLogoutFailed(ILogger log, string account, string error);
 }
+
+public sealed record ResealFailure(string AccountId, string Code);
+
+public sealed record ResealReport(int Resealed, int Unchanged, IReadOnlyList<ResealFailure> Failed);

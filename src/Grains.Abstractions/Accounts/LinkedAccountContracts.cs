@@ -140,6 +140,12 @@ public interface ILinkedAccountGrain : IGrain
 
     Task<string> GetSealedCredentialsAsync(CancellationToken ct);
 
+    /// <summary>
+    /// Key rotation: re-seals the stored credentials under the vault's current key. False when there is nothing
+    /// to do (no credentials, or already under the current key); an unreadable value throws and changes nothing.
+    /// </summary>
+    Task<bool> ResealCredentialsAsync(CancellationToken ct);
+
     /// <summary>The platform binding for an import's health check; refused while cooling down.</summary>
     Task<ConnectorBinding> BeginImportAsync(CancellationToken ct);
 

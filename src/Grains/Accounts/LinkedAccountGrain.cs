@@ -231,6 +231,18 @@ public sealed class LinkedAccountGrain(
         return s.SealedCredentials ?? throw AccountErrors.NoCredentials(s.State);
     }
 
+    public Task<bool> ResealCredentialsAsync(CancellationToken ct) =>
+        Transition<bool>(turn =>
+        {
+            if (turn.State is not { SealedCredentials: { } sealedValue } s || !vault.NeedsResealing(sealedValue))
+            {
+                return false;
+            }
+            // The plaintext exists only inside this turn; what is stored is the new sealed string.
+            turn.State = s with { SealedCredentials = vault.Seal(Id.Key, vault.Unseal(Id.Key, sealedValue)) };
+            return true;
+        }, ct);
+
     public async Task<ConnectorBinding> BeginImportAsync(CancellationToken ct)
     {
         var s = await RequireReadAsync(ct).ConfigureAwait(false);
