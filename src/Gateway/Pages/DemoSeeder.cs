@@ -25,7 +25,16 @@ public sealed class DemoSeeder(
             var userId = await grains.GetGrain<IUsernameGrain>("demo").GetUserIdAsync(stoppingToken);
             if (userId is null)
             {
-                userId = (await DevicesApi.RegisterUserAsync(grains, "demo", "Demo User", stoppingToken)).Id;
+                try
+                {
+                    userId = (await DevicesApi.RegisterUserAsync(grains, "demo", "Demo User", stoppingToken)).Id;
+                }
+                catch (GrainException e) when (e.Code == "username_taken")
+                {
+                    // Another node of the cluster created it at the same moment: use theirs.
+                    userId = await grains.GetGrain<IUsernameGrain>("demo").GetUserIdAsync(stoppingToken)
+                        ?? throw new InvalidOperationException("The demo user vanished.", e);
+                }
             }
             var phone = await grains.GetGrain<IUserGrain>(userId)
                 .AddDeviceAsync(new NewDevice(DeviceIds.New(userId), "Demo phone", "phone", "127.0.0.1"), stoppingToken);
@@ -35,6 +44,7 @@ public sealed class DemoSeeder(
         {
             lines.Add($"  Operator key (X-Api-Key, generated for this run): {options.AdminApiKey}");
         }
+        lines.Add($"  Cluster dashboard (operator key): {origin}/dashboard");
         lines.Add($"  API: {origin}/openapi/v1.json   Health: {origin}/healthz");
         lines.Add("");
         // Console, not the logger: these lines are for the person who started the server, not for log storage.
