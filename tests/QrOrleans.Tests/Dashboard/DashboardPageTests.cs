@@ -21,7 +21,7 @@ public sealed class TwoNodeClusterFixture : IAsyncLifetime
     {
         Assertions.SetDefaultExpectTimeout(BrowserFixture.TimeoutMs);
         var chromium = Chromium.LaunchAsync();
-        var database = await TestDatabase.CreateAsync();
+        var database = (await Cluster.PostgresDatabase.CreateAsync()).ConnectionString; // a throwaway cluster: no need to drop it
         var settings = new Dictionary<string, string?>
         {
             ["QrOrleans:Storage:Provider"] = "PostgreSql",

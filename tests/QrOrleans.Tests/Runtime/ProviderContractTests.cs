@@ -38,7 +38,13 @@ public abstract class ProviderContractTests : IAsyncLifetime
             o.ConnectionString = _options.ConnectionString;
         });
 
-    public ValueTask DisposeAsync() => _silo.DisposeAsync();
+    public async ValueTask DisposeAsync()
+    {
+        await _silo.DisposeAsync();
+        await DisposeDatabaseAsync();
+    }
+
+    protected virtual ValueTask DisposeDatabaseAsync() => ValueTask.CompletedTask;
 
     private static GrainId NewId() => new("contract", Guid.NewGuid().ToString("N"));
 
@@ -245,7 +251,21 @@ public sealed class MemoryProviderContractTests : ProviderContractTests
 
 public sealed class PostgreSqlProviderContractTests : ProviderContractTests
 {
-    protected override async Task ConfigureAsync(SiloOptions options) => options.UsePostgreSql(await TestDatabase.CreateAsync());
+    private Cluster.PostgresDatabase? _database;
+
+    protected override async Task ConfigureAsync(SiloOptions options)
+    {
+        _database = await Cluster.PostgresDatabase.CreateAsync();
+        options.UsePostgreSql(_database.ConnectionString);
+    }
+
+    protected override async ValueTask DisposeDatabaseAsync()
+    {
+        if (_database is not null)
+        {
+            await _database.DisposeAsync();
+        }
+    }
 
     [Fact]
     public Task Two_nodes_on_one_database_lose_no_update() => Two_nodes_on_one_store_lose_no_update();
