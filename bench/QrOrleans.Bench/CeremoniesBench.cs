@@ -12,20 +12,29 @@ namespace QrOrleans.Bench;
 public static class CeremoniesBench
 {
     private static readonly TimeSpan StepTimeout = TimeSpan.FromSeconds(10);
+    private static long s_nextPhone;
 
     public static async Task<int> RunAsync(Args args)
     {
         var target = args.Target();
         var seconds = args.Int("seconds");
-        var concurrency = Math.Max(1, args.Int("concurrency", 64));
+        var concurrency = Math.Max(1, args.Int("concurrency", 16));
         var transport = args.Transport();
         var adminKey = args.Get("admin-key") ?? "bench";
-        // Every claim links a new device to the phone's user; spread them over several users (as real traffic is).
-        var phoneCount = Math.Max(1, args.Int("phones", concurrency));
+        // Every claim links a new device to the scanning user and every scan/approve/claim appends to that user's
+        // audit trail (rewritten whole on each append): spread ceremonies round-robin over many users, as real
+        // traffic is, so that no single user does thousands of sign-ins in one run.
+        var phoneCount = Math.Max(1, args.Int("phones", Math.Max(concurrency, 4000)));
         var hubCount = Math.Clamp(args.Int("hubs", concurrency), 1, concurrency);
+        // Long enough for tiered JIT to settle on a busy 2-core server (its first ~10 s cost up to twice the CPU).
+        var warmupSeconds = args.Int("warmup", 10);
         var c = CultureInfo.InvariantCulture;
 
         using var api = new Api(target);
+        // --phone-target: the phone side (scan, approve) goes to another node of the cluster, so every approval
+        // reaches the watching desktop through the stream provider (PostgreSQL NOTIFY), not inside one process.
+        using var phoneApi = args.Get("phone-target") is { } phoneTarget ? new Api(new Uri(phoneTarget)) : null;
+        var phonesApi = phoneApi ?? api;
         using var wsInvoker = new HttpMessageInvoker(Api.NewHandler());
         Console.WriteLine(string.Create(c,
             $"ceremonies: target={target} seconds={seconds} concurrency={concurrency} transport={transport} phones={phoneCount}{(transport == Transport.SignalR ? $" hubs={hubCount}" : "")} cores={Environment.ProcessorCount}"));
@@ -34,7 +43,7 @@ public static class CeremoniesBench
         var run = Guid.NewGuid().ToString("N")[..8];
         var phones = new Phone[phoneCount];
         await Parallel.ForEachAsync(Enumerable.Range(0, phoneCount), new ParallelOptions { MaxDegreeOfParallelism = 16 }, async (i, ct) =>
-            phones[i] = await api.CreatePhoneAsync(adminKey, $"bench-{run}-{i}", ct));
+            phones[i] = await phonesApi.CreatePhoneAsync(adminKey, $"bench-{run}-{i}", ct));
         var hubs = new HubConnection[transport == Transport.SignalR ? hubCount : 0];
         await Parallel.ForEachAsync(Enumerable.Range(0, hubs.Length), new ParallelOptions { MaxDegreeOfParallelism = 16 }, async (i, ct) =>
             hubs[i] = await HubConnection.ConnectAsync(target, wsInvoker, ct));
@@ -42,7 +51,7 @@ public static class CeremoniesBench
 
         // Warm-up: a few ceremonies per worker so JIT and connection set-up are not in the figures.
         var warm = new Counters();
-        await RunWorkersAsync(api, phones, hubs, transport, concurrency, TimeSpan.FromSeconds(Math.Min(3, Math.Max(1, seconds / 5))), warm, null);
+        await RunWorkersAsync(api, phonesApi, phones, hubs, transport, concurrency, TimeSpan.FromSeconds(warmupSeconds), warm, null);
         Console.WriteLine(string.Create(c, $"warm-up: {warm.Completed} ceremonies, {warm.Errors} errors"));
 
         // Who uses the 2 cores: the server's CPU time from /proc/<pid>/stat, the generator's own.
@@ -51,15 +60,15 @@ public static class CeremoniesBench
         var benchCpuBefore = Process.GetCurrentProcess().TotalProcessorTime.TotalSeconds;
         var machineBefore = MachineBusySeconds();
         var counters = new Counters();
-        var requestsBefore = api.Requests;
+        var requestsBefore = api.Requests + (phoneApi?.Requests ?? 0);
         var clock = Stopwatch.StartNew();
         using var progress = new CancellationTokenSource();
         var reporter = ReportAsync(counters, clock, progress.Token);
-        await RunWorkersAsync(api, phones, hubs, transport, concurrency, TimeSpan.FromSeconds(seconds), counters, clock);
+        await RunWorkersAsync(api, phonesApi, phones, hubs, transport, concurrency, TimeSpan.FromSeconds(seconds), counters, clock);
         var elapsed = clock.Elapsed.TotalSeconds;
         await progress.CancelAsync();
         await reporter;
-        var requests = api.Requests - requestsBefore;
+        var requests = api.Requests + (phoneApi?.Requests ?? 0) - requestsBefore;
         var benchCpu = Process.GetCurrentProcess().TotalProcessorTime.TotalSeconds - benchCpuBefore;
         var serverCpu = serverPid is { } spid ? CpuSeconds(spid) - serverCpuBefore : double.NaN;
         var machineBusy = MachineBusySeconds() - machineBefore;
@@ -89,10 +98,30 @@ public static class CeremoniesBench
         }
 
         // The ceiling: as many GET /healthz as the ceremonies sent HTTP requests, same concurrency.
+        var serverCpuHealthz = serverPid is { } hp ? CpuSeconds(hp) : double.NaN;
+        var benchCpuHealthz = Process.GetCurrentProcess().TotalProcessorTime.TotalSeconds;
+        var machineHealthz = MachineBusySeconds();
         var ceiling = await HealthzAsync(api, requests, concurrency);
+        serverCpuHealthz = (serverPid is { } hp2 ? CpuSeconds(hp2) : double.NaN) - serverCpuHealthz;
+        benchCpuHealthz = Process.GetCurrentProcess().TotalProcessorTime.TotalSeconds - benchCpuHealthz;
+        machineHealthz = MachineBusySeconds() - machineHealthz;
         Console.WriteLine(string.Create(c, $"healthz: {requests} requests at concurrency {concurrency}: {ceiling.Rate:F0} req/s, {ceiling.Errors} errors"));
+        if (requests > 0)
+        {
+            Console.WriteLine(string.Create(c,
+                $"cpu per healthz request: server {serverCpuHealthz / requests * 1e6:F0} µs, generator {benchCpuHealthz / requests * 1e6:F0} µs; other processes {(machineHealthz - serverCpuHealthz - benchCpuHealthz) / (requests / ceiling.Rate) * 100:F0}% of one core"));
+        }
         Console.WriteLine(string.Create(c,
             $"ratio: ceremony HTTP req/s / healthz req/s = {requests / elapsed / ceiling.Rate:F3}; healthz req/s per ceremony/s = {ceiling.Rate / Math.Max(rate, 1e-9):F1}"));
+        if (args.Get("db") is { } db)
+        {
+            // The database's own ceiling, same run: as many raw version-checked updates as the ceremonies made grain writes.
+            var updates = counters.Completed * DbCeiling.WritesPerCeremony;
+            var updatesPerSecond = await DbCeiling.MeasureAsync(db, updates, concurrency);
+            var bound = updatesPerSecond / DbCeiling.WritesPerCeremony;
+            Console.WriteLine(string.Create(c,
+                $"db: {updates} raw version-checked updates at concurrency {concurrency}: db_updates/s={updatesPerSecond:F0} writes_per_ceremony={DbCeiling.WritesPerCeremony} db_bound_ceremonies/s={bound:F0} ratio={rate / bound:F2}"));
+        }
         Console.WriteLine(string.Create(c,
             $"ceremonies/s={rate:F1} p50_ms={Percentile(latencies, 0.50):F2} p99_ms={Percentile(latencies, 0.99):F2} ceiling_req/s={ceiling.Rate:F0}"));
         return 0;
@@ -137,19 +166,19 @@ public static class CeremoniesBench
         }
     }
 
-    private static async Task RunWorkersAsync(Api api, Phone[] phones, HubConnection[] hubs, Transport transport, int concurrency,
+    private static async Task RunWorkersAsync(Api api, Api phoneApi, Phone[] phones, HubConnection[] hubs, Transport transport, int concurrency,
         TimeSpan duration, Counters counters, Stopwatch? clock)
     {
         var until = Stopwatch.GetTimestamp() + (long)(duration.TotalSeconds * Stopwatch.Frequency);
         var workers = Enumerable.Range(0, concurrency).Select(w => Task.Run(async () =>
         {
-            var phone = phones[w % phones.Length];
             var hub = hubs.Length > 0 ? hubs[w % hubs.Length] : null;
             while (Stopwatch.GetTimestamp() < until)
             {
+                var phone = phones[(int)((ulong)Interlocked.Increment(ref s_nextPhone) % (ulong)phones.Length)];
                 try
                 {
-                    var (latency, early) = await CeremonyAsync(api, phone, hub, transport);
+                    var (latency, early) = await CeremonyAsync(api, phoneApi, phone, hub, transport);
                     counters.Complete(latency, early);
                 }
                 catch (Exception e)
@@ -167,7 +196,7 @@ public static class CeremoniesBench
     }
 
     /// <summary>One ceremony; returns the approve-response → desktop-approved latency in ms.</summary>
-    private static async Task<(double LatencyMs, bool PushBeforeResponse)> CeremonyAsync(Api api, Phone phone, HubConnection? hub, Transport transport)
+    private static async Task<(double LatencyMs, bool PushBeforeResponse)> CeremonyAsync(Api api, Api phoneApi, Phone phone, HubConnection? hub, Transport transport)
     {
         using var timeout = new CancellationTokenSource(StepTimeout * 3);
         var ct = timeout.Token;
@@ -185,10 +214,10 @@ public static class CeremoniesBench
                 sse = await SseStream.OpenAsync(api, session, watch, ct);
             }
             await Step(watch.Pending, "pending", ct);
-            await api.ScanAsync(phone, session.QrToken, ct);
+            await phoneApi.ScanAsync(phone, session.QrToken, ct);
             var scanned = await Step(watch.Scanned, "scanned", ct);
             var number = scanned.NumberMatch ?? throw new BenchException("scanned snapshot without numberMatch");
-            var approvedAt = await api.ApproveAsync(phone, session.SessionId, number, ct);
+            var approvedAt = await phoneApi.ApproveAsync(phone, session.SessionId, number, ct);
             var approved = await Step(watch.Approved, "approved", ct);
             var latency = Math.Max(0, approved.ReceivedAt - approvedAt) * 1000.0 / Stopwatch.Frequency;
             await api.ClaimAsync(session, ct);

@@ -2,8 +2,9 @@ using System.Globalization;
 using QrOrleans.Bench;
 
 // Load generator for a running QrOrleans node. See docs/benchmarks.md.
-//   ceremonies --target <url> --seconds <n> [--concurrency <c>] [--transport signalr|sse] [--admin-key <key>] [--phones <p>] [--hubs <h>]
-//   waiting    --target <url> --count <n> [--transport signalr|sse] [--pid <server pid>] [--parallel <p>] [--settle <s>] [--warmup <w>]
+//   ceremonies --target <url> --seconds <n> [--concurrency <c>] [--transport signalr|sse] [--admin-key <key>] [--phones <p>] [--hubs <h>] [--warmup <s>] [--pid <server pid>]
+//              [--phone-target <url of another node>] [--db <Npgsql connection string: also measure the database ceiling>]
+//   waiting    --target <url> --count <n> [--transport signalr|sse] [--pid <server pid>] [--parallel <p>] [--settle <s>] [--warmup <w>] [--part all|sessions|connections|http]
 if (args.Length == 0 || args[0] is "-h" or "--help" or "help")
 {
     Usage();
@@ -32,9 +33,10 @@ static int Usage()
     Console.Error.WriteLine("""
         usage:
           QrOrleans.Bench ceremonies --target <url> --seconds <n> [--concurrency <c>] [--transport signalr|sse]
-                                     [--admin-key <key>] [--phones <p>] [--hubs <h>]
+                                     [--admin-key <key>] [--phones <p>] [--hubs <h>] [--warmup <seconds>] [--pid <server pid>]
+                                     [--phone-target <url>] [--db <connection string>]
           QrOrleans.Bench waiting --target <url> --count <n> [--transport signalr|sse] [--pid <server pid>]
-                                  [--parallel <p>] [--settle <seconds>] [--warmup <n>]
+                                  [--parallel <p>] [--settle <seconds>] [--warmup <n>] [--part all|sessions|connections|http]
         """);
     return 2;
 }

@@ -19,9 +19,20 @@ public static partial class WaitingBench
         var settle = args.Int("settle", 5);
         var warmup = args.Int("warmup", 200);
         var pid = args.Get("pid") is not null ? args.Int("pid") : FindListener(target.Port);
+        // To split the figure: "sessions" creates the sessions but watches none; "connections" opens the hub
+        // connections (handshake done) but creates no session; "http" holds idle keep-alive HTTP/1.1 connections
+        // that each answered one GET /healthz (Kestrel's own cost); "all" is the real thing.
+        var part = (args.Get("part") ?? "all") switch
+        {
+            "all" => Part.All,
+            "sessions" => Part.Sessions,
+            "connections" when transport == Transport.SignalR => Part.Connections,
+            "http" => Part.Http,
+            var other => throw new ArgumentException($"--part must be all, sessions or connections (SignalR only), not '{other}'"),
+        };
         var c = CultureInfo.InvariantCulture;
         Console.WriteLine(string.Create(c,
-            $"waiting: target={target} count={count} transport={transport} server pid={pid} parallel={parallel} cores={Environment.ProcessorCount}"));
+            $"waiting: target={target} count={count} transport={transport} part={part} server pid={pid} parallel={parallel} cores={Environment.ProcessorCount}"));
 
         using var api = new Api(target);
         using var wsInvoker = new HttpMessageInvoker(Api.NewHandler());
@@ -29,7 +40,7 @@ public static partial class WaitingBench
         // Warm-up: the same path a few hundred times (JIT, pools, first allocations), then let go of them.
         if (warmup > 0)
         {
-            var warm = await HoldAsync(api, wsInvoker, transport, warmup, parallel, quiet: true);
+            var warm = await HoldAsync(api, wsInvoker, transport, Part.All, warmup, parallel, quiet: true);
             await warm.DisposeAsync();
             Console.WriteLine(string.Create(c, $"warm-up: {warm.Watching} desktops watched and closed ({warm.Errors} errors)"));
         }
@@ -38,7 +49,7 @@ public static partial class WaitingBench
         Console.WriteLine(string.Create(c, $"server VmRSS before: {before} kB"));
 
         var clock = Stopwatch.StartNew();
-        await using var held = await HoldAsync(api, wsInvoker, transport, count, parallel, quiet: false);
+        await using var held = await HoldAsync(api, wsInvoker, transport, part, count, parallel, quiet: false);
         var opened = clock.Elapsed.TotalSeconds;
         Console.WriteLine(string.Create(c,
             $"{held.Watching} desktops watching ({held.Errors} errors) after {opened:F1} s; settling {settle} s"));
@@ -61,6 +72,7 @@ public static partial class WaitingBench
         public List<HubConnection> Hubs { get; } = [];
         public List<SseStream> Streams { get; } = [];
         public List<SessionWatch> Watches { get; } = [];
+        public List<IdleHttpConnection> Sockets { get; } = [];
         public Dictionary<string, int> ErrorKinds { get; } = new(StringComparer.Ordinal);
         public int Watching { get; set; }
         public int Errors { get; set; }
@@ -71,19 +83,31 @@ public static partial class WaitingBench
             lock (this)
             {
                 var failed = Watches.Count(w => w.Pending.IsFaulted || w.Scanned.IsFaulted);
-                var closedHubs = Hubs.Count(h => !h.IsOpen);
-                return Watches.Count - Math.Max(failed, closedHubs);
+                var closedHubs = Hubs.Count(h => !h.IsOpen) + Sockets.Count(t => !t.IsOpen);
+                return Watching - Math.Max(failed, closedHubs);
             }
         }
 
         public async ValueTask DisposeAsync()
         {
             await Parallel.ForEachAsync(Hubs, new ParallelOptions { MaxDegreeOfParallelism = 32 }, async (h, _) => await h.DisposeAsync());
+            foreach (var t in Sockets)
+            {
+                t.Dispose();
+            }
             await Parallel.ForEachAsync(Streams, new ParallelOptions { MaxDegreeOfParallelism = 32 }, async (s, _) => await s.DisposeAsync());
         }
     }
 
-    private static async Task<Held> HoldAsync(Api api, HttpMessageInvoker wsInvoker, Transport transport, int count, int parallel, bool quiet)
+    private enum Part
+    {
+        All,
+        Sessions,
+        Connections,
+        Http,
+    }
+
+    private static async Task<Held> HoldAsync(Api api, HttpMessageInvoker wsInvoker, Transport transport, Part part, int count, int parallel, bool quiet)
     {
         var held = new Held();
         var done = 0;
@@ -94,21 +118,45 @@ public static partial class WaitingBench
             SseStream? sse = null;
             try
             {
-                var session = await api.CreateSessionAsync(timeout.Token);
-                var watch = new SessionWatch(session.SessionId);
-                if (transport == Transport.SignalR)
+                SessionWatch? watch = null;
+                if (part == Part.Http)
+                {
+                    var tcp = await IdleHttpConnection.OpenAsync(api.Target, timeout.Token);
+                    lock (held)
+                    {
+                        held.Sockets.Add(tcp);
+                    }
+                }
+                else if (part == Part.Connections)
                 {
                     hub = await HubConnection.ConnectAsync(api.Target, wsInvoker, timeout.Token);
-                    await hub.WatchAsync(watch, session.DesktopToken, timeout.Token);
                 }
                 else
                 {
-                    sse = await SseStream.OpenAsync(api, session, watch, timeout.Token);
+                    var session = await api.CreateSessionAsync(timeout.Token);
+                    watch = new SessionWatch(session.SessionId);
+                    if (part == Part.Sessions)
+                    {
+                        // created, nobody watching
+                    }
+                    else if (transport == Transport.SignalR)
+                    {
+                        hub = await HubConnection.ConnectAsync(api.Target, wsInvoker, timeout.Token);
+                        await hub.WatchAsync(watch, session.DesktopToken, timeout.Token);
+                        await watch.Pending.WaitAsync(timeout.Token);
+                    }
+                    else
+                    {
+                        sse = await SseStream.OpenAsync(api, session, watch, timeout.Token);
+                        await watch.Pending.WaitAsync(timeout.Token);
+                    }
                 }
-                await watch.Pending.WaitAsync(timeout.Token);
                 lock (held)
                 {
-                    held.Watches.Add(watch);
+                    if (watch is not null)
+                    {
+                        held.Watches.Add(watch);
+                    }
                     if (hub is not null)
                     {
                         held.Hubs.Add(hub);
@@ -187,4 +235,47 @@ public static partial class WaitingBench
 
     [GeneratedRegex(@"pid=(\d+)")]
     private static partial Regex PidRegex();
+}
+
+/// <summary>A raw keep-alive HTTP/1.1 connection that answered one GET /healthz and then sits idle.</summary>
+public sealed class IdleHttpConnection : IDisposable
+{
+    private readonly System.Net.Sockets.Socket _socket;
+
+    private IdleHttpConnection(System.Net.Sockets.Socket socket) => _socket = socket;
+
+    public bool IsOpen => _socket.Connected && !(_socket.Poll(0, System.Net.Sockets.SelectMode.SelectRead) && _socket.Available == 0);
+
+    public static async Task<IdleHttpConnection> OpenAsync(Uri target, CancellationToken ct)
+    {
+        var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+        try
+        {
+            await socket.ConnectAsync(target.Host, target.Port, ct);
+            await socket.SendAsync(System.Text.Encoding.ASCII.GetBytes($"GET /healthz HTTP/1.1\r\nHost: {target.Authority}\r\n\r\n"), ct);
+            var buffer = new byte[1024];
+            var filled = 0;
+            while (true)
+            {
+                var n = await socket.ReceiveAsync(buffer.AsMemory(filled), ct);
+                if (n == 0)
+                {
+                    throw new BenchException("healthz connection closed");
+                }
+                filled += n;
+                var text = System.Text.Encoding.ASCII.GetString(buffer, 0, filled);
+                if (text.Contains("\r\n\r\nok", StringComparison.Ordinal))
+                {
+                    return new IdleHttpConnection(socket);
+                }
+            }
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
+    }
+
+    public void Dispose() => _socket.Dispose();
 }

@@ -19,7 +19,9 @@ public static class RateLimits
         {
             limiter.AddPolicy(SessionCreation, context => PerMinute("ip:" + context.Connection.RemoteIpAddress, options.SessionsPerMinutePerIp, options.Enabled));
             limiter.AddPolicy(Scans, context => PerMinute("ip:" + context.Connection.RemoteIpAddress, options.ScansPerMinutePerIp, options.Enabled));
-            limiter.AddPolicy(Approvals, context => PerMinute("user:" + UserOf(context), options.ApprovalsPerMinutePerUser, options.Enabled));
+            limiter.AddPolicy(Approvals, context => options.Enabled
+                ? PerMinute("user:" + UserOf(context), options.ApprovalsPerMinutePerUser, enabled: true)
+                : RateLimitPartition.GetNoLimiter("off")); // no token parsing when limits are off
             limiter.OnRejected = async (rejected, ct) =>
             {
                 var seconds = rejected.Lease.TryGetMetadata(MetadataName.RetryAfter, out var retry) ? (int)Math.Ceiling(retry.TotalSeconds) : 60;

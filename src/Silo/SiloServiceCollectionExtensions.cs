@@ -40,7 +40,7 @@ public static class SiloServiceCollectionExtensions
                 {
                     throw new InvalidOperationException("QrOrleans:Storage:ConnectionString is required for the PostgreSql provider.");
                 }
-                services.AddSingleton(_ => NpgsqlDataSource.Create(options.ConnectionString));
+                services.AddSingleton(_ => NpgsqlDataSource.Create(PostgreSqlConnections.Pooled(options.ConnectionString)));
                 // Before every other silo service: the tables must exist first.
                 services.AddHostedService<SchemaMigrator>();
                 services.AddSingleton<PostgreSqlGrainStore>();

@@ -11,18 +11,19 @@ namespace QrOrleans.Gateway.Observability;
 public static partial class RequestLog
 {
     /// <summary>Framework categories that write request paths, hub invocation arguments (desktop tokens) or
-    /// connection tokens below these levels. Hosting is off entirely: while it is enabled at all it opens a log
+    /// connection tokens below these levels. Capped at Warning, the shipped default: a per-request line at
+    /// Information costs about a quarter of the server's CPU per ceremony (docs/benchmarks.md). Hosting is off entirely: while it is enabled at all it opens a log
     /// scope per request holding the raw path, which any provider that writes scopes would record.</summary>
     private static readonly (string Category, LogLevel Minimum)[] Capped =
     [
         ("Microsoft.AspNetCore.Hosting.Diagnostics", LogLevel.None),
-        ("Microsoft.AspNetCore.Routing", LogLevel.Information),
-        ("Microsoft.AspNetCore.StaticFiles", LogLevel.Information),
-        ("Microsoft.AspNetCore.Server.Kestrel", LogLevel.Information),
-        ("Microsoft.AspNetCore.SignalR", LogLevel.Information),
-        ("Microsoft.AspNetCore.Http.Connections", LogLevel.Information),
-        ("Microsoft.AspNetCore.Http.Result", LogLevel.Information),
-        ("Microsoft.AspNetCore.Rewrite", LogLevel.Information),
+        ("Microsoft.AspNetCore.Routing", LogLevel.Warning),
+        ("Microsoft.AspNetCore.StaticFiles", LogLevel.Warning),
+        ("Microsoft.AspNetCore.Server.Kestrel", LogLevel.Warning),
+        ("Microsoft.AspNetCore.SignalR", LogLevel.Warning),
+        ("Microsoft.AspNetCore.Http.Connections", LogLevel.Warning),
+        ("Microsoft.AspNetCore.Http.Result", LogLevel.Warning),
+        ("Microsoft.AspNetCore.Rewrite", LogLevel.Warning),
     ];
 
     public static ILoggingBuilder AddRedactingFilters(this ILoggingBuilder logging)

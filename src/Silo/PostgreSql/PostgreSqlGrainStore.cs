@@ -33,71 +33,63 @@ public sealed class PostgreSqlGrainStore(NpgsqlDataSource db) : IGrainStore, IRe
 
     public async Task<long> CommitAsync(GrainId id, long? expectedEtag, byte[]? state, TurnEffects effects, CancellationToken ct)
     {
-        await using var conn = await db.OpenConnectionAsync(ct).ConfigureAwait(false);
-        await using var tx = await conn.BeginTransactionAsync(ct).ConfigureAwait(false);
+        // One statement, so one round trip and one implicit transaction: the compare-and-set runs first, and the
+        // reminder changes and the NOTIFY happen only if it matched a row (data-modifying CTEs share a snapshot
+        // and commit or fail together).
         var version = (expectedEtag ?? 0) + 1;
-        await using (var cas = CompareAndSet(conn, tx, id, expectedEtag, state, version))
+        var cas = (expectedEtag, state) switch
         {
-            if (await cas.ExecuteNonQueryAsync(ct).ConfigureAwait(false) != 1)
-            {
-                throw new EtagConflictException(id, expectedEtag);
-            }
-        }
-        var hash = Schema.KeyHash(id.Type, id.Key);
-        await using var batch = new NpgsqlBatch(conn, tx);
-        foreach (var r in effects.Reminders)
+            (null, _) => """
+                INSERT INTO qro_grains (grain_type, grain_key, key_hash, version, state) VALUES ($1, $2, $3, $5, $6::jsonb)
+                ON CONFLICT (grain_type, grain_key) DO NOTHING RETURNING 1
+                """,
+            (_, null) => "DELETE FROM qro_grains WHERE grain_type = $1 AND grain_key = $2 AND version = $4 RETURNING 1",
+            _ => """
+                UPDATE qro_grains SET version = $5, state = $6::jsonb, modified_at = now()
+                WHERE grain_type = $1 AND grain_key = $2 AND version = $4 RETURNING 1
+                """,
+        };
+        // A turn may set and clear one reminder; only its last word counts (a statement may touch a row once).
+        var last = effects.Reminders.GroupBy(r => r.Name, StringComparer.Ordinal).Select(g => g.Last()).ToList();
+        var sets = last.Where(r => r.DueAt is not null).ToList();
+        var clears = last.Where(r => r.DueAt is null).Select(r => r.Name).ToArray();
+        var sql = $$"""
+            WITH cas AS ({{cas}}),
+            set_reminders AS (
+                INSERT INTO qro_reminders (grain_type, grain_key, name, key_hash, due_at, period, seq)
+                SELECT $1, $2, r.name, $3, r.due_at,
+                       CASE WHEN r.period_ms < 0 THEN NULL ELSE r.period_ms * interval '1 millisecond' END,
+                       nextval('qro_reminder_seq')
+                FROM unnest($7::text[], $8::timestamptz[], $9::bigint[]) AS r(name, due_at, period_ms)
+                WHERE EXISTS (SELECT 1 FROM cas) AND $6::text IS NOT NULL
+                ON CONFLICT (grain_type, grain_key, name)
+                DO UPDATE SET due_at = excluded.due_at, period = excluded.period, seq = excluded.seq
+            ),
+            clear_reminders AS (
+                DELETE FROM qro_reminders
+                WHERE grain_type = $1 AND grain_key = $2 AND EXISTS (SELECT 1 FROM cas)
+                  AND (name = ANY($10::text[]) OR $6::text IS NULL)
+            )
+            SELECT (SELECT count(*) FROM cas), (SELECT pg_notify('{{Channel}}', $11::text) FROM cas WHERE $11::text IS NOT NULL)
+            """;
+        await using var cmd = db.CreateCommand(sql);
+        cmd.Parameters.Add(new() { Value = id.Type });
+        cmd.Parameters.Add(new() { Value = id.Key });
+        cmd.Parameters.Add(new() { Value = Schema.KeyHash(id.Type, id.Key) });
+        cmd.Parameters.Add(new() { Value = (object?)expectedEtag ?? DBNull.Value, NpgsqlDbType = NpgsqlDbType.Bigint });
+        cmd.Parameters.Add(new() { Value = version });
+        cmd.Parameters.Add(new() { Value = state is null ? DBNull.Value : Encoding.UTF8.GetString(state), NpgsqlDbType = NpgsqlDbType.Text });
+        cmd.Parameters.Add(new() { Value = sets.Select(r => r.Name).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+        cmd.Parameters.Add(new() { Value = sets.Select(r => r.DueAt!.Value.UtcDateTime).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.TimestampTz });
+        cmd.Parameters.Add(new() { Value = sets.Select(r => r.Period is { } p ? (long)p.TotalMilliseconds : -1L).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bigint });
+        cmd.Parameters.Add(new() { Value = clears, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+        cmd.Parameters.Add(new() { Value = effects.Events.Count == 0 ? DBNull.Value : NotifyPayload(effects.Events[^1]), NpgsqlDbType = NpgsqlDbType.Text });
+        var matched = (long)(await cmd.ExecuteScalarAsync(ct).ConfigureAwait(false) ?? 0L);
+        if (matched != 1)
         {
-            batch.BatchCommands.Add(r.DueAt is { } due
-                ? BatchCommand("""
-                    INSERT INTO qro_reminders (grain_type, grain_key, name, key_hash, due_at, period, seq)
-                    VALUES ($1, $2, $3, $4, $5, $6, nextval('qro_reminder_seq'))
-                    ON CONFLICT (grain_type, grain_key, name)
-                    DO UPDATE SET due_at = excluded.due_at, period = excluded.period, seq = excluded.seq
-                    """, id.Type, id.Key, r.Name, hash, due.UtcDateTime, (object?)r.Period ?? DBNull.Value)
-                : BatchCommand("DELETE FROM qro_reminders WHERE grain_type = $1 AND grain_key = $2 AND name = $3", id.Type, id.Key, r.Name));
+            throw new EtagConflictException(id, expectedEtag);
         }
-        if (state is null) // a deleted grain keeps no reminders
-        {
-            batch.BatchCommands.Add(BatchCommand("DELETE FROM qro_reminders WHERE grain_type = $1 AND grain_key = $2", id.Type, id.Key));
-        }
-        foreach (var e in effects.Events)
-        {
-            batch.BatchCommands.Add(BatchCommand("SELECT pg_notify($1, $2)", Channel, NotifyPayload(e)));
-        }
-        if (batch.BatchCommands.Count > 0)
-        {
-            await batch.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
-        }
-        await tx.CommitAsync(ct).ConfigureAwait(false);
         return version;
-    }
-
-    private static NpgsqlCommand CompareAndSet(NpgsqlConnection conn, NpgsqlTransaction tx, GrainId id, long? expected, byte[]? state, long version)
-    {
-        NpgsqlCommand cmd;
-        if (expected is null)
-        {
-            cmd = new NpgsqlCommand("""
-                INSERT INTO qro_grains (grain_type, grain_key, key_hash, version, state) VALUES ($1, $2, $3, $4, $5)
-                ON CONFLICT (grain_type, grain_key) DO NOTHING
-                """, conn, tx);
-            Add(cmd, id.Type, id.Key, Schema.KeyHash(id.Type, id.Key), version);
-            cmd.Parameters.Add(new() { Value = Encoding.UTF8.GetString(state ?? "null"u8.ToArray()), NpgsqlDbType = NpgsqlDbType.Jsonb });
-            return cmd;
-        }
-        if (state is null)
-        {
-            cmd = new NpgsqlCommand("DELETE FROM qro_grains WHERE grain_type = $1 AND grain_key = $2 AND version = $3", conn, tx);
-            Add(cmd, id.Type, id.Key, expected.Value);
-            return cmd;
-        }
-        cmd = new NpgsqlCommand("""
-            UPDATE qro_grains SET version = $4, state = $5, modified_at = now()
-            WHERE grain_type = $1 AND grain_key = $2 AND version = $3
-            """, conn, tx);
-        Add(cmd, id.Type, id.Key, expected.Value, version);
-        cmd.Parameters.Add(new() { Value = Encoding.UTF8.GetString(state), NpgsqlDbType = NpgsqlDbType.Jsonb });
-        return cmd;
     }
 
     /// <summary>{"g":"type/key","v":version,"p":payload}; the payload is dropped when too big (listeners re-read).</summary>
@@ -189,16 +181,6 @@ public sealed class PostgreSqlGrainStore(NpgsqlDataSource db) : IGrainStore, IRe
             counts[reader.IsDBNull(0) ? "" : reader.GetString(0)] = (int)reader.GetInt64(1);
         }
         return counts;
-    }
-
-    private static NpgsqlBatchCommand BatchCommand(string sql, params object[] values)
-    {
-        var cmd = new NpgsqlBatchCommand(sql);
-        foreach (var v in values)
-        {
-            cmd.Parameters.Add(new NpgsqlParameter { Value = v });
-        }
-        return cmd;
     }
 
     private static NpgsqlCommand SqlCommand(string sql, params object[] values)

@@ -11,7 +11,7 @@ namespace QrOrleans.Silo.PostgreSql;
 /// One LISTEN connection per node. When it drops, notifications sent meanwhile are lost, so after reconnecting
 /// it yields a resync: every local watcher re-reads its snapshot, and nothing a desktop waits for is lost.
 /// </summary>
-public sealed partial class PostgreSqlStreamSource(NpgsqlDataSource db, ILogger<PostgreSqlStreamSource> log) : IStreamSource
+public sealed partial class PostgreSqlStreamSource(SiloOptions options, ILogger<PostgreSqlStreamSource> log) : IStreamSource
 {
     public long Reconnects => Interlocked.Read(ref _reconnects);
 
@@ -36,7 +36,8 @@ public sealed partial class PostgreSqlStreamSource(NpgsqlDataSource db, ILogger<
         {
             try
             {
-                await using var conn = await db.OpenConnectionAsync(ct).ConfigureAwait(false);
+                await using var conn = new NpgsqlConnection(PostgreSqlConnections.Listener(options.ConnectionString!));
+                await conn.OpenAsync(ct).ConfigureAwait(false);
                 conn.Notification += (_, n) =>
                 {
                     if (Parse(n.Payload) is { } e)
