@@ -22,6 +22,16 @@ public sealed partial class GrainRuntime(
 
     private readonly KeyedLock<GrainId> _locks = new();
 
+    /// <summary>Most grains an activation cache keeps before it starts over.</summary>
+    private const int TurnCacheSize = 100_000;
+
+    /// <summary>
+    /// Each grain's last committed state on this node, so a turn starts without a read. Only for a shared store
+    /// (PostgreSQL); the in-memory store's read is already a dictionary lookup.
+    /// </summary>
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<GrainId, StoredGrain>? _cache =
+        store is Memory.MemoryGrainStore ? null : new();
+
     public TimeProvider Time => time;
 
     /// <summary>Turns that lost an ETag race and ran again; a figure for the dashboard and the tests.</summary>
@@ -37,23 +47,46 @@ public sealed partial class GrainRuntime(
         using var _ = await _locks.AcquireAsync(id, ct).ConfigureAwait(false);
         for (var attempt = 1; ; attempt++)
         {
-            var stored = await store.ReadAsync(id, ct).ConfigureAwait(false);
+            // The activation's last committed state saves the read; if another node wrote since, the version
+            // check refuses the commit and the turn runs again on a fresh read. A turn that changes nothing has
+            // no version check, so it never answers from a possibly stale copy.
+            var cached = _cache is not null && attempt == 1 && _cache.TryGetValue(id, out var hit) ? hit : null;
+            var stored = cached ?? await store.ReadAsync(id, ct).ConfigureAwait(false);
             var state = stored is null ? null : JsonSerializer.Deserialize<TState>(stored.State, Json);
             var turn = new Turn<TState>(id, state, stored?.Etag ?? 0, time.GetUtcNow());
-            var result = body(turn);
+            TResult result;
+            try
+            {
+                result = body(turn);
+            }
+            catch (Exception) when (cached is not null)
+            {
+                continue; // a refusal is an answer too: give it from the store's state, not the copy
+            }
             if (!turn.Changed)
             {
+                if (cached is not null)
+                {
+                    continue; // answer from the store's state, not the copy
+                }
                 return result;
             }
             var bytes = turn.State is null ? null : JsonSerializer.SerializeToUtf8Bytes(turn.State, Json);
             try
             {
                 var version = await store.CommitAsync(id, stored?.Etag, bytes, turn.Effects(), ct).ConfigureAwait(false);
+                Remember(id, bytes is null ? null : new StoredGrain(bytes, version));
                 NotifyCommitted(id, version, stored?.State, bytes);
                 return result;
             }
+            catch (EtagConflictException) when (cached is not null)
+            {
+                Remember(id, null); // the copy was stale (another node wrote): read the store
+                Interlocked.Increment(ref _conflictRetries);
+            }
             catch (EtagConflictException) when (attempt < MaxAttempts)
             {
+                Remember(id, null);
                 Interlocked.Increment(ref _conflictRetries);
                 LogConflict(log, id, attempt);
                 if (attempt > 3)
@@ -67,6 +100,25 @@ public sealed partial class GrainRuntime(
                 throw new GrainException("conflict", 503, "Busy", "The resource is changing too fast; try again.");
             }
         }
+    }
+
+    /// <summary>Keeps (or, with null, forgets) a grain's last committed state, bounded by <see cref="TurnCacheSize"/>.</summary>
+    private void Remember(GrainId id, StoredGrain? stored)
+    {
+        if (_cache is null)
+        {
+            return;
+        }
+        if (stored is null)
+        {
+            _cache.TryRemove(id, out _);
+            return;
+        }
+        if (_cache.Count >= TurnCacheSize)
+        {
+            _cache.Clear(); // rare and cheap to recover from: the next turns read the store
+        }
+        _cache[id] = stored;
     }
 
     public async Task<(TState State, long Version)?> ReadAsync<TState>(GrainId id, CancellationToken ct) where TState : class

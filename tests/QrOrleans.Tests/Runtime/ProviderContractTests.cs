@@ -269,4 +269,32 @@ public sealed class PostgreSqlProviderContractTests : ProviderContractTests
 
     [Fact]
     public Task Two_nodes_on_one_database_lose_no_update() => Two_nodes_on_one_store_lose_no_update();
+
+    [Fact]
+    public async Task A_node_whose_copy_of_a_grain_is_stale_answers_from_the_database()
+    {
+        // Node A keeps the session it created; node B changes it behind A's back.
+        await using var a = await new SiloHarness(clock: TimeProvider.System, silo: o => o.UsePostgreSql(_database!.ConnectionString)).PrepareAsync();
+        await using var b = await new SiloHarness(clock: TimeProvider.System, silo: o => o.UsePostgreSql(_database!.ConnectionString)).PrepareAsync();
+        var id = Grains.Secrets.NewToken(16);
+        var created = await a.Grains.GetGrain<QrOrleans.QrSessions.IQrSessionGrain>(id)
+            .CreateAsync(new QrOrleans.QrSessions.Requester("d", "browser", "b", "o", "1.1.1.1", DateTimeOffset.UtcNow), default);
+        await b.Grains.GetGrain<QrOrleans.QrSessions.IQrSessionGrain>(id).CancelAsync(created.DesktopToken, default);
+
+        // A refusal computed on A's stale copy would be invalid_state (pending); the database says cancelled.
+        var refused = await Assert.ThrowsAsync<GrainException>(() =>
+            a.Grains.GetGrain<QrOrleans.QrSessions.IQrSessionGrain>(id).ApproveAsync("alice", "42", default));
+        Assert.Equal("qr_already_used", refused.Code);
+        // A write on the stale copy loses the version check and runs again on the database's state.
+        var cancelledAgain = await a.Grains.GetGrain<QrOrleans.QrSessions.IQrSessionGrain>(id).CancelAsync(created.DesktopToken, default);
+        Assert.Equal(2, cancelledAgain.Version);
+
+        // A refusal thrown from a stale copy: B rotated the refresh token; A's copy does not know the new one.
+        var deviceId = Grains.Secrets.NewHexId(16) + "-" + Grains.Secrets.NewHexId(8);
+        var (_, first) = await a.Grains.GetGrain<QrOrleans.Users.IDeviceGrain>(deviceId)
+            .RegisterAsync("u1", new QrOrleans.Users.NewDevice(deviceId, "phone", "phone", "1.1.1.1"), default);
+        var (_, _, second) = await b.Grains.GetGrain<QrOrleans.Users.IDeviceGrain>(deviceId).RefreshAsync(first.Split('.')[1], "1.1.1.1", default);
+        var (_, _, third) = await a.Grains.GetGrain<QrOrleans.Users.IDeviceGrain>(deviceId).RefreshAsync(second.Split('.')[1], "1.1.1.1", default);
+        Assert.NotEqual(second, third);
+    }
 }
