@@ -56,7 +56,16 @@ public sealed class OtlpReceiver : IAsyncDisposable
     }
 }
 
+/// <summary>
+/// An OTLP exporter listens to every Meter named "QrOrleans" in the process. In production a process is one node;
+/// here other tests start nodes of their own, whose same-named instruments would compete with this node's. So this
+/// test runs alone.
+/// </summary>
+[CollectionDefinition("OtlpExport", DisableParallelization = true)]
+public sealed class OtlpExportCollection;
+
 /// <summary>Metrics and ceremony spans leave over OTLP/HTTP (protobuf) when OTEL_EXPORTER_OTLP_ENDPOINT is set.</summary>
+[Collection("OtlpExport")]
 public sealed class OtlpExportTests
 {
     [Fact]

@@ -83,6 +83,7 @@
       box.innerHTML = await res.text();
       box.dataset.url = qr.url;
       box.dataset.rotation = String(qr.rotation);
+      document.getElementById('qr-link').value = qr.url;
     }
     document.getElementById('rotation').textContent = qr.rotation;
     document.getElementById('max-rotations').textContent = qr.maxRotations;
