@@ -11,7 +11,11 @@ public sealed class GrainException(string code, int status, string title, string
     public int Status { get; } = status;
     public string Title { get; } = title;
     public string? Detail { get; } = detail;
+    /// <summary>When the caller may try again; answered as Retry-After (and <c>retryAfter</c> in the body).</summary>
     public DateTimeOffset? RetryAfter { get; init; }
+
+    /// <summary>Further members of the problem body, e.g. <c>cooldownUntil</c>.</summary>
+    public IReadOnlyDictionary<string, object?>? Extensions { get; init; }
 }
 
 /// <summary>Every error code the grains raise, with its status.</summary>

@@ -46,14 +46,7 @@ public static partial class AccountsApi
         accounts.AddEndpointFilter(async (context, next) =>
         {
             context.HttpContext.RequireOperator();
-            try
-            {
-                return await next(context);
-            }
-            catch (GrainException e) when (e.RetryAfter is { } retryAt)
-            {
-                return Problem(context.HttpContext, e, retryAt);
-            }
+            return await next(context);
         });
         accounts.MapPut("/{accountId}", PutAsync);
         accounts.MapGet("/", ListAsync);
@@ -340,21 +333,6 @@ public static partial class AccountsApi
         {
             throw AccountErrors.Validation(string.Join(" ", problems));
         }
-    }
-
-    /// <summary>A refusal with a time to come back: Retry-After, and for a cool-down its end as <c>cooldownUntil</c>.</summary>
-    private static ProblemHttpResult Problem(HttpContext context, GrainException e, DateTimeOffset retryAt)
-    {
-        var now = context.RequestServices.GetRequiredService<TimeProvider>().GetUtcNow();
-        var seconds = (int)Math.Max(1, Math.Ceiling((retryAt - now).TotalSeconds));
-        var problem = ProblemResponses.Create(e.Status, e.Code, e.Title, e.Detail);
-        problem.Extensions["retryAfter"] = seconds;
-        if (e.Code == "cooling_down")
-        {
-            problem.Extensions["cooldownUntil"] = retryAt;
-        }
-        context.Response.Headers.RetryAfter = seconds.ToString(CultureInfo.InvariantCulture);
-        return TypedResults.Problem(problem);
     }
 
     [LoggerMessage(LogLevel.Information, "Logout of unlinked account {Account} failed ({Error}); it is unlinked here regardless")]

@@ -20,13 +20,13 @@ public sealed class AccessTokens(IGrainFactory grains, GatewayOptions options)
     private const string DeviceClaim = "did";
     private const string Issuer = "qrorleans";
     private readonly JsonWebTokenHandler _handler = new() { SetDefaultTimesOnTokenCreation = false };
-    private Task<(ECDsaSecurityKey Key, ECParameters Public)>? _key;
+    private Task<(ECDsaSecurityKey Key, ECParameters Public, TokenValidationParameters Validation)>? _key;
 
     public TimeSpan Lifetime => options.AccessTokenLifetime;
 
     public async Task<string> IssueAsync(string userId, string deviceId, CancellationToken ct)
     {
-        var (key, _) = await KeyAsync(ct).ConfigureAwait(false);
+        var (key, _, _) = await KeyAsync(ct).ConfigureAwait(false);
         var now = DateTime.UtcNow;
         return _handler.CreateToken(new SecurityTokenDescriptor
         {
@@ -42,15 +42,8 @@ public sealed class AccessTokens(IGrainFactory grains, GatewayOptions options)
     /// <summary>The caller behind a bearer token, or null when the token is bad, expired or its device revoked.</summary>
     public async Task<Caller?> ValidateAsync(string token, CancellationToken ct)
     {
-        var (key, _) = await KeyAsync(ct).ConfigureAwait(false);
-        var result = await _handler.ValidateTokenAsync(token, new TokenValidationParameters
-        {
-            ValidIssuer = Issuer,
-            ValidateAudience = false,
-            IssuerSigningKey = key,
-            ValidAlgorithms = [SecurityAlgorithms.EcdsaSha256],
-            ClockSkew = TimeSpan.FromSeconds(30),
-        }).ConfigureAwait(false);
+        var (_, _, validation) = await KeyAsync(ct).ConfigureAwait(false);
+        var result = await _handler.ValidateTokenAsync(token, validation).ConfigureAwait(false);
         if (!result.IsValid
             || !result.Claims.TryGetValue("sub", out var sub) || sub is not string userId
             || !result.Claims.TryGetValue(DeviceClaim, out var did) || did is not string deviceId)
@@ -63,7 +56,7 @@ public sealed class AccessTokens(IGrainFactory grains, GatewayOptions options)
 
     public async Task<object> JwksAsync(CancellationToken ct)
     {
-        var (key, p) = await KeyAsync(ct).ConfigureAwait(false);
+        var (key, p, _) = await KeyAsync(ct).ConfigureAwait(false);
         return new
         {
             keys = new[]
@@ -73,16 +66,25 @@ public sealed class AccessTokens(IGrainFactory grains, GatewayOptions options)
         };
     }
 
-    private Task<(ECDsaSecurityKey, ECParameters)> KeyAsync(CancellationToken ct) => _key ??= LoadAsync(ct);
+    private Task<(ECDsaSecurityKey, ECParameters, TokenValidationParameters)> KeyAsync(CancellationToken ct) => _key ??= LoadAsync(ct);
 
-    private async Task<(ECDsaSecurityKey, ECParameters)> LoadAsync(CancellationToken ct)
+    /// <summary>The key, its public half, and the validation rules built once (every bearer call uses them).</summary>
+    private async Task<(ECDsaSecurityKey, ECParameters, TokenValidationParameters)> LoadAsync(CancellationToken ct)
     {
         try
         {
             var material = await grains.GetGrain<ISigningKeyGrain>("default").GetOrCreateAsync(ct).ConfigureAwait(false);
             var ecdsa = ECDsa.Create();
             ecdsa.ImportPkcs8PrivateKey(Convert.FromBase64String(material.PrivateKeyPkcs8Base64), out _);
-            return (new ECDsaSecurityKey(ecdsa) { KeyId = material.KeyId }, ecdsa.ExportParameters(false));
+            var key = new ECDsaSecurityKey(ecdsa) { KeyId = material.KeyId };
+            return (key, ecdsa.ExportParameters(false), new TokenValidationParameters
+            {
+                ValidIssuer = Issuer,
+                ValidateAudience = false,
+                IssuerSigningKey = key,
+                ValidAlgorithms = [SecurityAlgorithms.EcdsaSha256],
+                ClockSkew = TimeSpan.FromSeconds(30),
+            });
         }
         catch
         {

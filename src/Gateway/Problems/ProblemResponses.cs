@@ -1,6 +1,5 @@
 using System.Text.Json;
 using Microsoft.AspNetCore.Diagnostics;
-using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Mvc;
 using Microsoft.Extensions.Logging.Abstractions;
 
@@ -17,8 +16,6 @@ public static partial class ProblemResponses
         Extensions = { ["code"] = code },
     };
 
-    public static ProblemHttpResult From(GrainException e) => TypedResults.Problem(Create(e.Status, e.Code, e.Title, e.Detail));
-
     /// <summary>Maps exceptions that escape an endpoint to problem+json; anything unexpected is a 500 without internals.</summary>
     public static IApplicationBuilder UseProblemResponses(this IApplicationBuilder app)
     {
@@ -28,8 +25,7 @@ public static partial class ProblemResponses
             ExceptionHandler = async context =>
             {
                 var error = context.Features.Get<IExceptionHandlerFeature>()?.Error;
-                var problem = Map(error, context.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger("QrOrleans.Errors"));
-                await Write(context, problem).ConfigureAwait(false);
+                await Write(context, Map(error, context, Log(context))).ConfigureAwait(false);
             },
         });
         app.UseStatusCodePages(async status =>
@@ -55,13 +51,12 @@ public static partial class ProblemResponses
             }
             catch (Exception e) when (e is GrainException or BadHttpRequestException && !context.Response.HasStarted)
             {
-                await Write(context, Map(e, NullLogger.Instance)).ConfigureAwait(false);
+                await Write(context, Map(e, context, NullLogger.Instance)).ConfigureAwait(false);
             }
             catch (System.Data.Common.DbException e) when (!context.Response.HasStarted)
             {
-                context.Response.Headers.RetryAfter = "1";
-                LogStorageUnavailable(context.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger("QrOrleans.Errors"), e.Message);
-                await Write(context, Map(e, NullLogger.Instance)).ConfigureAwait(false);
+                LogStorageUnavailable(Log(context), e.Message);
+                await Write(context, Map(e, context, NullLogger.Instance)).ConfigureAwait(false);
             }
         });
         return app;
@@ -77,16 +72,24 @@ public static partial class ProblemResponses
         await context.Response.WriteAsJsonAsync(problem, (JsonSerializerOptions?)null, "application/problem+json").ConfigureAwait(false);
     }
 
-    private static ProblemDetails Map(Exception? error, ILogger log)
+    private static ILogger Log(HttpContext context) =>
+        context.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger("QrOrleans.Errors");
+
+    private static ProblemDetails Map(Exception? error, HttpContext context, ILogger log)
     {
         switch (error)
         {
             case GrainException g:
                 var problem = Create(g.Status, g.Code, g.Title, g.Detail);
+                foreach (var (name, value) in g.Extensions ?? new Dictionary<string, object?>())
+                {
+                    problem.Extensions[name] = value;
+                }
                 if (g.RetryAfter is { } at)
                 {
                     // Written as the Retry-After header by Write, and kept in the body for clients that prefer JSON.
-                    problem.Extensions["retryAfter"] = Math.Max(1, (int)Math.Ceiling((at - DateTimeOffset.UtcNow).TotalSeconds));
+                    var now = context.RequestServices.GetRequiredService<TimeProvider>().GetUtcNow();
+                    problem.Extensions["retryAfter"] = Math.Max(1, (int)Math.Ceiling((at - now).TotalSeconds));
                 }
                 return problem;
             case BadHttpRequestException { StatusCode: 413 }:
@@ -99,7 +102,9 @@ public static partial class ProblemResponses
                 return Create(bad.StatusCode, "bad_request", "Bad request", bad.Message);
             case System.Data.Common.DbException or TimeoutException:
                 // The shared database is restarting or unreachable: a retryable condition, not a bug.
-                return Create(503, "storage_unavailable", "Storage unavailable", "The database is not reachable right now; try again shortly.");
+                var unavailable = Create(503, "storage_unavailable", "Storage unavailable", "The database is not reachable right now; try again shortly.");
+                unavailable.Extensions["retryAfter"] = 1;
+                return unavailable;
             case OperationCanceledException:
                 return Create(499, "client_closed_request", "Request cancelled", null);
             default:

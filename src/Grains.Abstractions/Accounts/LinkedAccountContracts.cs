@@ -250,9 +250,13 @@ public static class AccountErrors
     public static GrainException NotConnected(string state) =>
         new("not_connected", 409, "Not connected", $"The account is {state}; it can send only while connected.");
 
-    /// <summary><see cref="GrainException.RetryAfter"/> is the end of the cool-down (answered as <c>cooldownUntil</c>).</summary>
+    /// <summary><see cref="GrainException.RetryAfter"/> is the end of the cool-down, also answered as <c>cooldownUntil</c>.</summary>
     public static GrainException CoolingDown(DateTimeOffset until) =>
-        new("cooling_down", 409, "Cooling down", $"The platform asked for a pause; no calls until {until:O}.") { RetryAfter = until };
+        new("cooling_down", 409, "Cooling down", $"The platform asked for a pause; no calls until {until:O}.")
+        {
+            RetryAfter = until,
+            Extensions = new Dictionary<string, object?> { ["cooldownUntil"] = until },
+        };
 
     public static GrainException RateBudgetExhausted(DateTimeOffset retryAt) =>
         new("rate_budget_exhausted", 429, "Rate budget exhausted", "This account has used its rate budget; retry later.") { RetryAfter = retryAt };

@@ -20,17 +20,6 @@ public sealed class MemoryGrainStore : IGrainStore, IReminderTable, IStreamSourc
 
     private sealed record ReminderRow(DateTimeOffset DueAt, TimeSpan? Period, long Seq);
 
-    public int GrainCount
-    {
-        get
-        {
-            lock (_gate)
-            {
-                return _grains.Count;
-            }
-        }
-    }
-
     public Task<StoredGrain?> ReadAsync(GrainId id, CancellationToken ct)
     {
         lock (_gate)

@@ -29,17 +29,6 @@ internal sealed class KeyedLock<TKey> where TKey : notnull
         return new Releaser(this, key, entry);
     }
 
-    public int Count
-    {
-        get
-        {
-            lock (_entries)
-            {
-                return _entries.Count;
-            }
-        }
-    }
-
     private void Leave(TKey key, Entry entry)
     {
         lock (_entries)

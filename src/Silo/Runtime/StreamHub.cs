@@ -13,8 +13,6 @@ public sealed partial class StreamHub(IStreamSource source, ILogger<StreamHub> l
 {
     private readonly ConcurrentDictionary<GrainId, IStreamObserver[]> _observers = new();
 
-    public int ObservedGrains => _observers.Count;
-
     public IDisposable Subscribe(GrainId grain, IStreamObserver observer)
     {
         _observers.AddOrUpdate(grain, static (_, o) => [o], static (_, list, o) => [.. list, o], observer);

@@ -48,10 +48,6 @@ public sealed class GatewayNode : IAsyncDisposable
         {
             builder.Configuration.AddInMemoryCollection(config);
             builder.Logging.ClearProviders();
-            if (settings?.ContainsKey("test:log") == true)
-            {
-                builder.Logging.AddConsole();
-            }
         });
         await app.StartAsync();
         var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
