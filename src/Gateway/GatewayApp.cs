@@ -10,8 +10,8 @@ using QrOrleans.Gateway.Pages;
 using QrOrleans.Gateway.QrSessions;
 using QrOrleans.Gateway.Users;
 using QrOrleans.Grains.QrSessions;
-using QrOrleans.Runtime;
-using QrOrleans.Silo;
+using QrOrleans.Silo.Accounts;
+using QrOrleans.Silo.Hosting;
 
 namespace QrOrleans.Gateway;
 
@@ -31,32 +31,26 @@ public static class GatewayApp
         {
             gateway.AdminApiKey = Grains.Secrets.NewToken(24);
         }
-        var qr = section.GetSection("QrSession").Get<QrSessionOptions>() ?? new QrSessionOptions();
-        qr.PublicOrigin = gateway.PublicOrigin;
-        var storage = section.GetSection("Storage");
+        var cluster = section.GetSection("Cluster").Get<ClusterSettings>() ?? new ClusterSettings();
 
         builder.Services.AddSingleton(gateway);
-        builder.Services.AddSingleton(qr);
-        builder.Services.AddSingleton(section.GetSection("Accounts").Get<Grains.Accounts.AccountOptions>() ?? new Grains.Accounts.AccountOptions());
         builder.Services.AddSingleton(new StartupNotice(generatedKey));
-        builder.Services.AddQrSilo(silo =>
+        builder.Services.AddQrGrainServices(section, cluster);
+        if (cluster.Role == ClusterRole.Client)
         {
-            section.GetSection("Silo").Bind(silo);
-            silo.Provider = storage.GetValue("Provider", StorageProvider.Memory);
-            silo.ConnectionString = storage.GetValue<string>("ConnectionString");
-        });
+            // The gateway in front of a cluster of src/Silo hosts: no grains run here.
+            builder.UseOrleansClient(client => client.UseQrOrleansClient(cluster));
+            builder.Services.AddSingleton<IClusterConnectionStatusObserver, ClusterConnection>();
+        }
+        else
+        {
+            builder.UseOrleans(silo => silo.UseQrOrleansSilo(cluster).AddQrFleet());
+        }
+        builder.Services.AddSingleton<SessionWatches>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<SessionWatches>());
         builder.Services.AddSingleton<AccessTokens>();
-        // Connectors hold per-account memory (cursors, context tokens): one instance each per node. Their
-        // long-polls wait up to ~35 s, so the shared client's timeout sits above that.
-        var connectorHttp = new HttpClient { Timeout = TimeSpan.FromSeconds(60) };
-        builder.Services.AddSingleton<QrOrleans.Accounts.IPlatformConnector>(_ => new Grains.Connectors.ILink.ILinkConnector(connectorHttp));
-        builder.Services.AddSingleton<QrOrleans.Accounts.IPlatformConnector>(sp => new Grains.Connectors.QrOrleansServer.QrOrleansConnector(
-            connectorHttp, () => new Uri(ResolvePublicOrigin(sp))));
         builder.AddQrObservability(section);
         builder.Services.AddDashboard(gateway.RateLimiting);
-        var vaultOptions = section.GetSection("Vault").Get<Grains.Vault.VaultOptions>() ?? new Grains.Vault.VaultOptions();
-        builder.Services.AddSingleton<QrOrleans.Accounts.ICredentialVault>(sp => new Grains.Vault.CredentialVault(vaultOptions,
-            warning => sp.GetRequiredService<ILoggerFactory>().CreateLogger("QrOrleans.Vault").LogWarning("{Warning}", warning)));
         builder.Services.ConfigureHttpJsonOptions(o =>
             o.SerializerOptions.DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull);
         builder.Services.AddSignalR();
@@ -83,13 +77,7 @@ public static class GatewayApp
         app.MapDashboard();
         app.MapHub<QrHub>("/hubs/qr");
         app.MapPages();
-        app.MapGet("/healthz", () => TypedResults.Text("ok")).ExcludeFromDescription();
-        app.MapGet("/readyz", async (IGrainRuntime runtime, CancellationToken ct) =>
-        {
-            // One read through the provider: proves the store answers.
-            await runtime.ReadAsync<object>(new GrainId("health", "probe"), ct);
-            return TypedResults.Text("ready");
-        }).ExcludeFromDescription();
+        app.MapHealthProbes();
         app.MapGet("/.well-known/jwks.json", async (AccessTokens tokens, CancellationToken ct) => TypedResults.Ok(await tokens.JwksAsync(ct)))
             .ExcludeFromDescription();
         return app;
@@ -99,11 +87,6 @@ public static class GatewayApp
     public static string ResolvePublicOrigin(IServiceProvider services)
     {
         var qr = services.GetRequiredService<QrSessionOptions>();
-        var listening = services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses.FirstOrDefault();
-        if (listening is not null)
-        {
-            services.GetRequiredService<Silo.Runtime.SiloIdentity>().Address = listening;
-        }
         if (!string.IsNullOrEmpty(qr.PublicOrigin))
         {
             return qr.PublicOrigin;

@@ -4,17 +4,37 @@ namespace QrOrleans;
 /// A refusal a caller can act on: <see cref="Code"/> is the stable snake_case code of API.md and
 /// <see cref="Status"/> the HTTP status the gateway answers with.
 /// </summary>
-public sealed class GrainException(string code, int status, string title, string? detail = null)
-    : Exception(detail ?? title)
+[GenerateSerializer]
+[Alias("qrorleans.GrainException")]
+public sealed class GrainException : Exception
 {
-    public string Code { get; } = code;
-    public int Status { get; } = status;
-    public string Title { get; } = title;
-    public string? Detail { get; } = detail;
+    public GrainException(string code, int status, string title, string? detail = null)
+        : base(detail ?? title)
+    {
+        Code = code;
+        Status = status;
+        Title = title;
+        Detail = detail;
+    }
+
+    [Id(0)]
+    public string Code { get; init; }
+
+    [Id(1)]
+    public int Status { get; init; }
+
+    [Id(2)]
+    public string Title { get; init; }
+
+    [Id(3)]
+    public string? Detail { get; init; }
+
     /// <summary>When the caller may try again; answered as Retry-After (and <c>retryAfter</c> in the body).</summary>
+    [Id(4)]
     public DateTimeOffset? RetryAfter { get; init; }
 
-    /// <summary>Further members of the problem body, e.g. <c>cooldownUntil</c>.</summary>
+    /// <summary>Further members of the problem body, e.g. <c>cooldownUntil</c> (values: strings, numbers, times).</summary>
+    [Id(5)]
     public IReadOnlyDictionary<string, object?>? Extensions { get; init; }
 }
 

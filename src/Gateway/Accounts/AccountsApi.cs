@@ -6,8 +6,8 @@ using Microsoft.AspNetCore.Mvc;
 using QrOrleans.Accounts;
 using QrOrleans.Gateway.Auth;
 using QrOrleans.Gateway.Problems;
+using Orleans;
 using QrOrleans.Grains.Accounts;
-using QrOrleans.Runtime;
 
 namespace QrOrleans.Gateway.Accounts;
 
@@ -34,7 +34,7 @@ public sealed record ImportRequest(string? Sealed, string? Passphrase);
 /// The operator's agent fleet (API.md, Operator side), X-Api-Key on every call. Sends happen here, on whichever
 /// node takes the request: the account grain admits the send (state, cool-down, rate budget), the credentials
 /// are unsealed in memory for the one platform call, and its failure is classified back into the grain. The
-/// lease holder runs what needs a long-lived presence: pairing and health checks.
+/// account's activation runs what needs a long-lived presence: pairing and health checks.
 /// </summary>
 public static partial class AccountsApi
 {
@@ -63,7 +63,7 @@ public static partial class AccountsApi
     }
 
     private static async Task<Results<Created<AccountView>, Ok<AccountView>>> PutAsync(
-        string accountId, AccountRequest body, IGrainFactory grains, ILeaseTable leases, PlatformConnectors connectors, CancellationToken ct)
+        string accountId, AccountRequest body, IGrainFactory grains, PlatformConnectors connectors, CancellationToken ct)
     {
         RequireId(accountId);
         var settings = Validate(body, connectors);
@@ -78,8 +78,6 @@ public static partial class AccountsApi
             // Settings without a platform are checked against the account's platform.
             Throw(connectors.Validate(existing.Platform, c));
         }
-        // The lease row first: an account always has one, so the fleet lists it and some node runs it.
-        await leases.RegisterAsync(AccountGrainTypes.Account, accountId, ct);
         var configured = await grain.ConfigureAsync(settings, ct);
         if (!configured.Created && (body.Owner?.WebhookUrl is not null || body.Owner?.WebhookSecret is not null))
         {
@@ -91,16 +89,20 @@ public static partial class AccountsApi
             : TypedResults.Ok(configured.Account);
     }
 
-    private static async Task<Ok<AccountView[]>> ListAsync(IGrainFactory grains, ILeaseTable leases, CancellationToken ct)
+    private static async Task<Ok<AccountView[]>> ListAsync(IGrainFactory grains, CancellationToken ct) =>
+        TypedResults.Ok((await ReadAllAsync(grains, ct)).ToArray());
+
+    /// <summary>Every account of the directory, in id order; an id whose account is gone is skipped.</summary>
+    public static async Task<IReadOnlyList<AccountView>> ReadAllAsync(IGrainFactory grains, CancellationToken ct)
     {
-        var rows = await leases.ListAsync(AccountGrainTypes.Account, ct);
-        var views = new List<AccountView>(rows.Count);
-        foreach (var chunk in rows.Chunk(32))
+        var ids = await grains.GetGrain<IAccountDirectoryGrain>(AccountStreams.Directory).ListAsync(ct);
+        var views = new List<AccountView>(ids.Count);
+        foreach (var chunk in ids.Chunk(32))
         {
-            var read = await Task.WhenAll(chunk.Select(r => grains.GetGrain<ILinkedAccountGrain>(r.Key).GetAsync(ct)));
+            var read = await Task.WhenAll(chunk.Select(id => grains.GetGrain<ILinkedAccountGrain>(id).GetAsync(ct)));
             views.AddRange(read.OfType<AccountView>());
         }
-        return TypedResults.Ok(views.ToArray());
+        return views;
     }
 
     /// <summary>
@@ -108,17 +110,17 @@ public static partial class AccountsApi
     /// account's credentials under it. Run it until it reports nothing resealed and nothing failed, then the
     /// old key can be removed.
     /// </summary>
-    private static async Task<Ok<ResealReport>> ResealAsync(HttpContext context, IGrainFactory grains, ILeaseTable leases, CancellationToken ct)
+    private static async Task<Ok<ResealReport>> ResealAsync(HttpContext context, IGrainFactory grains, CancellationToken ct)
     {
         context.RequireOperator();
         var resealed = 0;
         var unchanged = 0;
         var failed = new List<ResealFailure>();
-        foreach (var row in await leases.ListAsync(AccountGrainTypes.Account, ct))
+        foreach (var id in await grains.GetGrain<IAccountDirectoryGrain>(AccountStreams.Directory).ListAsync(ct))
         {
             try
             {
-                if (await grains.GetGrain<ILinkedAccountGrain>(row.Key).ResealCredentialsAsync(ct))
+                if (await grains.GetGrain<ILinkedAccountGrain>(id).ResealCredentialsAsync(ct))
                 {
                     resealed++;
                 }
@@ -129,7 +131,7 @@ public static partial class AccountsApi
             }
             catch (GrainException e)
             {
-                failed.Add(new ResealFailure(row.Key, e.Code));
+                failed.Add(new ResealFailure(id, e.Code));
             }
         }
         return TypedResults.Ok(new ResealReport(resealed, unchanged, failed));
@@ -226,11 +228,10 @@ public static partial class AccountsApi
     }
 
     private static async Task<NoContent> DeleteAsync(
-        string accountId, IGrainFactory grains, ILeaseTable leases, PlatformConnectors connectors, [FromServices] ICredentialVault vault,
+        string accountId, IGrainFactory grains, PlatformConnectors connectors, [FromServices] ICredentialVault vault,
         ILoggerFactory logs, CancellationToken ct)
     {
         var unlinked = await Account(grains, accountId).UnlinkAsync(ct);
-        await leases.UnregisterAsync(AccountGrainTypes.Account, accountId, CancellationToken.None);
         if (unlinked.SealedCredentials is { } sealedCredentials && connectors.TryGet(unlinked.Connector.Platform, out var connector))
         {
             // Best effort: the account is unlinked here whatever the platform says.
@@ -319,7 +320,7 @@ public static partial class AccountsApi
             body.Owner?.WebhookSecret,
             body.RateBudget is { } b ? new RateBudgetConfig(b.Capacity!.Value, b.RefillPerMinute!.Value) : null,
             body.Pairing is { } pr ? new PairingConfig(pr.MaxCycles!.Value, pr.QrTtlSeconds!.Value) : null,
-            body.Connector is { ValueKind: JsonValueKind.Object } c ? c.Clone() : null);
+            body.Connector is { ValueKind: JsonValueKind.Object } c ? c.GetRawText() : null);
     }
 
     private static string Passphrase(string? passphrase) =>

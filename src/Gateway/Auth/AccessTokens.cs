@@ -3,7 +3,6 @@ using System.Security.Cryptography;
 using Microsoft.IdentityModel.JsonWebTokens;
 using Microsoft.IdentityModel.Tokens;
 using QrOrleans.QrSessions;
-using QrOrleans.Runtime;
 using QrOrleans.Users;
 
 namespace QrOrleans.Gateway.Auth;
@@ -50,7 +49,7 @@ public sealed class AccessTokens(IGrainFactory grains, GatewayOptions options)
         {
             return null;
         }
-        var active = await grains.GetGrain<IUserGrain>(userId).IsDeviceActiveAsync(deviceId, ct).ConfigureAwait(false);
+        var active = await grains.GetGrain<IDeviceGrain>(deviceId).IsActiveAsync(userId, ct).ConfigureAwait(false);
         return active ? new Caller(userId, deviceId) : null;
     }
 

@@ -1,17 +1,23 @@
 using Microsoft.AspNetCore.Http.HttpResults;
 using QrOrleans.Accounts;
 using QrOrleans.Gateway.Auth;
+using QrOrleans.Gateway.Dashboard;
+using QrOrleans.Grains;
 using QrOrleans.QrSessions;
-using QrOrleans.Runtime;
-using QrOrleans.Silo.Runtime;
 
 namespace QrOrleans.Gateway.Cluster;
 
+/// <param name="Status">As Orleans names it: Active, Joining, ShuttingDown, Stopping, Dead…</param>
 public sealed record SiloView(string Id, string Address, string Status, DateTimeOffset StartedAt, DateTimeOffset LastHeartbeatAt);
 
-public sealed record ClusterView(string Self, IReadOnlyList<SiloView> Silos, IReadOnlyDictionary<string, IReadOnlyDictionary<string, int>> Grains);
+/// <param name="Self">This node's silo id; absent on a gateway in the Client role, which is no silo.</param>
+/// <param name="Activations">Live activations per grain type over the cluster (Orleans' grain statistics).</param>
+/// <param name="Grains">Live activations of QR sessions and linked accounts by state, summed over the active silos.</param>
+public sealed record ClusterView(
+    string? Self, IReadOnlyList<SiloView> Silos, IReadOnlyDictionary<string, int> Activations,
+    IReadOnlyDictionary<string, IReadOnlyDictionary<string, int>> Grains);
 
-/// <summary>The operator's view of the cluster: silos from the membership table, grains by state.</summary>
+/// <summary>The operator's view of the cluster: silos from Orleans membership, activations, grains by state.</summary>
 public static class ClusterApi
 {
     public static IEndpointRouteBuilder MapClusterApi(this IEndpointRouteBuilder app)
@@ -20,21 +26,20 @@ public static class ClusterApi
         return app;
     }
 
-    private static async Task<Ok<ClusterView>> GetAsync(
-        HttpContext context, IMembershipTable membership, IGrainStatistics statistics, SiloIdentity self)
+    private static async Task<Ok<ClusterView>> GetAsync(HttpContext context, ClusterRoster roster)
     {
         context.RequireOperator();
-        var ct = context.RequestAborted;
-        var silos = await membership.ListAsync(ct);
-        var sessions = await statistics.CountByAsync(GrainTypes.QrSession, "state", ct);
-        var accounts = await statistics.CountByAsync(AccountGrainTypes.Account, "state", ct);
+        var r = await roster.ReadAsync(context.RequestAborted);
+        var sessions = r.Census[ActivationCensus.QrSession];
+        var accounts = r.Census[ActivationCensus.LinkedAccount];
         return TypedResults.Ok(new ClusterView(
-            self.Id,
-            silos.Select(s => new SiloView(s.Id, s.Address, s.Status, s.StartedAt, s.LastHeartbeatAt)).ToList(),
+            r.Self,
+            r.Silos.Select(s => new SiloView(s.Id, s.Address, s.Status, s.StartedAt, s.LastHeartbeatAt)).ToList(),
+            r.Activations,
             new Dictionary<string, IReadOnlyDictionary<string, int>>
             {
-                ["qrSession"] = QrSessionStates.All.ToDictionary(s => s, s => sessions.GetValueOrDefault(s)),
-                ["linkedAccount"] = AccountStates.All.ToDictionary(s => s, s => accounts.GetValueOrDefault(s)),
+                [ActivationCensus.QrSession] = QrSessionStates.All.ToDictionary(s => s, s => sessions.GetValueOrDefault(s)),
+                [ActivationCensus.LinkedAccount] = AccountStates.All.ToDictionary(s => s, s => accounts.GetValueOrDefault(s)),
             }));
     }
 }

@@ -2,31 +2,34 @@ using System.Threading.RateLimiting;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.RateLimiting;
 using Microsoft.Extensions.DependencyInjection.Extensions;
+using Orleans.Dashboard;
+using QrOrleans.Gateway.Observability;
 using QrOrleans.Gateway.Problems;
-using QrOrleans.Silo;
-using QrOrleans.Silo.Runtime;
 
 namespace QrOrleans.Gateway.Dashboard;
 
 /// <summary>
 /// The cluster dashboard: the page (/dashboard, which holds no data), its sign-in with the operator key, its data
-/// (GET /v1/dashboard) and its live feed (hub /hubs/dashboard). Data and feed answer 401 without a valid cookie.
+/// (GET /v1/dashboard) and its live feed (hub /hubs/dashboard); and Orleans' own dashboard at /dashboard/orleans/.
+/// Everything but the page and the sign-in answers 401 without a valid cookie.
 /// </summary>
 public static class DashboardApi
 {
     public const string HubPath = "/hubs/dashboard";
+    public const string OrleansPath = "/dashboard/orleans";
     private const string SignInLimit = "dashboard-sign-in";
 
     public static IServiceCollection AddDashboard(this IServiceCollection services, RateLimitOptions limits)
     {
         services.AddSingleton<DashboardSessions>();
+        services.AddSingleton<ClusterRoster>();
         services.AddSingleton<DashboardQuery>();
         services.TryAddSingleton<ILinkedAccountsSource, FleetAccounts>();
-        services.AddSingleton<ITurnCommitObserver, PairingQrWatch>();
         services.AddSingleton<DashboardFeed>();
         services.AddHostedService(sp => sp.GetRequiredService<DashboardFeed>());
         services.AddHostedService<SiloStatsPublisher>();
-        services.AddGrain<ISiloStatsGrain, SiloStatsGrain>(SiloStatsGrain.TypeName);
+        // Only a co-hosted silo runs incoming filters; on a Client-role gateway this registration is inert.
+        services.AddSingleton<IIncomingGrainCallFilter, ConflictCount>();
         // Guessing the operator key through the form: a few tries a minute per address.
         services.Configure<RateLimiterOptions>(o => o.AddPolicy(SignInLimit, context => limits.Enabled
             ? RateLimitPartition.GetFixedWindowLimiter("ip:" + context.Connection.RemoteIpAddress,
@@ -48,6 +51,34 @@ public static class DashboardApi
             }
             await next(context).ConfigureAwait(false);
         }));
+        // Orleans' dashboard (its page, assets, JSON and log stream) behind the same sign-in. A browser opening it
+        // signed out is sent to the sign-in form; anything else gets 401.
+        app.UseWhen(context => context.Request.Path.StartsWithSegments(OrleansPath), orleans => orleans.Use(async (context, next) =>
+        {
+            if (!sessions.IsSignedIn(context))
+            {
+                if (HttpMethods.IsGet(context.Request.Method) && WantsPage(context.Request))
+                {
+                    context.Response.Headers.CacheControl = "no-store";
+                    await new SeeOtherResult("/dashboard").ExecuteAsync(context).ConfigureAwait(false);
+                    return;
+                }
+                await ProblemResponses.Write(context, Unauthenticated()).ConfigureAwait(false);
+                return;
+            }
+            // Its grain-state view reads any grain's stored state: the live QR secret of a pending session, hashes of
+            // desktop tokens, linked accounts' sealed credentials. None of that leaves the cluster through a page.
+            if (context.Request.Path.StartsWithSegments(OrleansPath + "/GrainState", StringComparison.OrdinalIgnoreCase))
+            {
+                await ProblemResponses.Write(context, ProblemResponses.Create(403, "forbidden", "Forbidden",
+                    "Grain state holds secrets; read grains through the API.")).ConfigureAwait(false);
+                return;
+            }
+            context.Response.Headers.CacheControl = "no-store";
+            context.Response.Headers["X-Frame-Options"] = "DENY";
+            await next(context).ConfigureAwait(false);
+        }));
+        app.MapOrleansDashboard(OrleansPath).ExcludeFromDescription();
         app.MapGet("/dashboard", Page).ExcludeFromDescription();
         app.MapPost("/dashboard/sign-in", SignInAsync).RequireRateLimiting(SignInLimit).ExcludeFromDescription();
         app.MapPost("/dashboard/sign-out", SignOut).ExcludeFromDescription();
@@ -103,6 +134,9 @@ public static class DashboardApi
         sessions.IsSignedIn(context)
             ? TypedResults.Ok(await feed.CurrentAsync(context.RequestAborted).ConfigureAwait(false))
             : throw Errors.Unauthenticated("Sign in at /dashboard, or send the operator key in the X-Api-Key header.");
+
+    private static bool WantsPage(HttpRequest request) =>
+        request.Headers.Accept.ToString().Contains("text/html", StringComparison.OrdinalIgnoreCase);
 
     private static Microsoft.AspNetCore.Mvc.ProblemDetails Unauthenticated() =>
         ProblemResponses.Create(401, "unauthenticated", "Unauthenticated", "Sign in at /dashboard with the operator key.");

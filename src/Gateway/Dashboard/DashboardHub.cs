@@ -79,7 +79,7 @@ public sealed partial class DashboardFeed(
             }
             catch (Exception e)
             {
-                LogBuildFailed(log, e.GetType().Name); // the database is away: dashboards keep the last figures
+                LogBuildFailed(log, e.GetType().Name); // the cluster is not answering: dashboards keep the last figures
             }
         }
     }

@@ -1,35 +1,42 @@
 using QrOrleans.Gateway.Observability;
+using QrOrleans.Grains;
 using QrOrleans.QrSessions;
-using QrOrleans.Runtime;
-using QrOrleans.Silo.Runtime;
 
 namespace QrOrleans.Gateway.Dashboard;
 
+/// <param name="Status">As Orleans membership names it: Active, Joining, ShuttingDown, Dead…</param>
+/// <param name="Gateway">The HTTP address of the gateway co-hosting this silo, if it published one.</param>
+/// <param name="Activations">Live activations on this silo, all grain types (Orleans' statistics).</param>
 public sealed record DashboardSilo(
     string Id, string Address, string Status, DateTimeOffset StartedAt, DateTimeOffset LastHeartbeatAt,
-    double HeartbeatAgeSeconds, double ServedPerSecond, bool Self);
+    double HeartbeatAgeSeconds, double ServedPerSecond, bool Self, string? Gateway, int Activations);
 
 /// <summary>One minute of the whole cluster: transitions, completed ceremonies and latency percentiles (seconds).</summary>
 public sealed record DashboardMinute(
     DateTimeOffset Minute, long Ceremonies, IReadOnlyDictionary<string, long> Transitions,
     double? CeremonyP50, double? CeremonyP99, double? NotifyP50, double? NotifyP99);
 
-/// <summary>Over the whole window: completed ceremonies, their percentiles, and the runtime totals of the listed silos.</summary>
+/// <summary>Over the whole window: completed ceremonies, their percentiles, and the totals of the active silos.</summary>
+/// <param name="TurnConflicts">Grain calls refused for a stale ETag (InconsistentStateException) since each silo started.</param>
 public sealed record DashboardTotals(
     int WindowMinutes, long Ceremonies, double? CeremonyP50, double? CeremonyP99, double? NotifyP50, double? NotifyP99,
-    double ServedPerSecond, long TurnConflicts, long RemindersDelivered, long RemindersFailed);
+    double ServedPerSecond, long TurnConflicts);
 
-public sealed record DashboardReminders(int Due, int Overdue, int OverdueAfterSeconds);
+/// <param name="Count">Reminders registered in the cluster (Orleans' reminder table); null where this node cannot read it.</param>
+public sealed record DashboardReminders(int? Count);
 
 public sealed record DashboardAudit(
     DateTimeOffset At, string UserId, string Action, string Ip, string? Client, string? DeviceId, string? SessionId, string? Detail);
 
+/// <param name="Sessions">Live QR-session activations by state, over the active silos.</param>
+/// <param name="Activations">Live activations per grain type, over the cluster.</param>
 public sealed record DashboardSnapshot(
     long Seq,
     DateTimeOffset At,
     string Self,
     IReadOnlyList<DashboardSilo> Silos,
     IReadOnlyDictionary<string, int> Sessions,
+    IReadOnlyDictionary<string, int> Activations,
     IReadOnlyList<DashboardMinute> Minutes,
     DashboardTotals Totals,
     DashboardReminders Reminders,
@@ -37,43 +44,36 @@ public sealed record DashboardSnapshot(
     IReadOnlyList<DashboardAudit> Audit);
 
 /// <summary>
-/// Builds the dashboard from what every node shares: the membership table (silos and heartbeats), the grain table
-/// (sessions by state), the reminder table (backlog) and each silo's published stats row. Any node answers for
-/// the whole cluster without calling another.
+/// Builds the dashboard from Orleans membership and grain statistics (<see cref="ClusterRoster"/>), each active
+/// silo's stats grain, and Orleans' reminder table. Any node answers for the whole cluster.
 /// </summary>
-public sealed class DashboardQuery(
-    IMembershipTable membership, IGrainStatistics statistics, IReminderTable reminders, IGrainFactory grains,
-    SiloIdentity self, TimeProvider time, ILinkedAccountsSource accounts)
+public sealed class DashboardQuery(ClusterRoster roster, IServiceProvider services, TimeProvider time, ILinkedAccountsSource accounts)
 {
     public const int WindowMinutes = 10;
     private const int ServedWindowSeconds = 10;
     private const int AuditShown = 15;
-    private static readonly TimeSpan OverdueAfter = TimeSpan.FromSeconds(5);
 
-    /// <summary>Silos gone this long leave the list (their rows stay in the membership table).</summary>
-    private static readonly TimeSpan GoneAfter = TimeSpan.FromMinutes(10);
+    /// <summary>Reading the whole reminder table is a scan (one row per live session): at most this often.</summary>
+    private static readonly TimeSpan ReminderCountAge = TimeSpan.FromSeconds(10);
+
+    private (DateTimeOffset At, int? Count) _reminders = (DateTimeOffset.MinValue, null);
 
     public async Task<DashboardSnapshot> BuildAsync(long seq, CancellationToken ct)
     {
+        var remindersTask = ReminderCountAsync();
+        var cluster = await roster.ReadAsync(ct).ConfigureAwait(false);
         var now = time.GetUtcNow();
-        var sessionsTask = statistics.CountByAsync(GrainTypes.QrSession, "state", ct);
-        var backlogTask = reminders.BacklogAsync(now, OverdueAfter, ct);
-        var silos = (await membership.ListAsync(ct).ConfigureAwait(false))
-            .Where(s => s.Status == SiloStatuses.Active || now - s.LastHeartbeatAt < GoneAfter)
-            .ToList();
-        var stats = await Task.WhenAll(silos.Select(s => grains.GetGrain<ISiloStatsGrain>(s.Id).GetAsync(ct))).ConfigureAwait(false);
-        var sessions = await sessionsTask.ConfigureAwait(false);
-        var (due, overdue) = await backlogTask.ConfigureAwait(false);
 
         var nowSecond = now.ToUnixTimeSeconds();
-        double Served(SiloStatsState? s) => (s?.Served ?? [])
+        double Served(SiloStats? s) => (s?.Served ?? [])
             .Where(c => c.Second >= nowSecond - ServedWindowSeconds && c.Second < nowSecond)
             .Sum(c => c.Count) / (double)ServedWindowSeconds;
-        var siloViews = silos.Select((s, i) => new DashboardSilo(s.Id, s.Address, s.Status, s.StartedAt, s.LastHeartbeatAt,
-            Math.Round(Math.Max(0, (now - s.LastHeartbeatAt).TotalSeconds), 1), Served(stats[i]), s.Id == self.Id)).ToList();
+        var siloViews = cluster.Silos.Select(s => new DashboardSilo(s.Id, s.Address, s.Status, s.StartedAt, s.LastHeartbeatAt,
+            Math.Round(Math.Max(0, (now - s.LastHeartbeatAt).TotalSeconds), 1), Served(s.Stats), s.Id == cluster.Self,
+            s.Stats?.Gateway, s.Activations)).ToList();
 
-        var published = stats.OfType<SiloStatsState>().ToList();
-        var accountsTask = accounts.GetAsync(published.SelectMany(s => s.PairingQrs).ToList(), ct);
+        var published = cluster.Silos.Select(s => s.Stats).OfType<SiloStats>().ToList();
+        var accountsTask = accounts.GetAsync(ct);
         var nowMinute = nowSecond / 60;
         var windowCeremony = new Dictionary<int, long>();
         var windowNotify = new Dictionary<int, long>();
@@ -102,8 +102,7 @@ public sealed class DashboardQuery(
         var totals = new DashboardTotals(WindowMinutes, minutes.Sum(m => m.Ceremonies),
             Round(LatencyBuckets.Quantile(windowCeremony, 0.5)), Round(LatencyBuckets.Quantile(windowCeremony, 0.99)),
             Round(LatencyBuckets.Quantile(windowNotify, 0.5)), Round(LatencyBuckets.Quantile(windowNotify, 0.99)),
-            siloViews.Sum(s => s.ServedPerSecond),
-            published.Sum(s => s.TurnConflicts), published.Sum(s => s.RemindersDelivered), published.Sum(s => s.RemindersFailed));
+            siloViews.Sum(s => s.ServedPerSecond), published.Sum(s => s.TurnConflicts));
 
         var audit = published.SelectMany(s => s.RecentAudit)
             .OrderByDescending(a => a.Entry.At)
@@ -112,10 +111,35 @@ public sealed class DashboardQuery(
                 a.Entry.SessionId, a.Entry.Detail))
             .ToList();
 
-        return new DashboardSnapshot(seq, now, self.Id, siloViews,
+        var sessions = cluster.Census[ActivationCensus.QrSession];
+        return new DashboardSnapshot(seq, now, cluster.Self ?? "", siloViews,
             QrSessionStates.All.ToDictionary(s => s, s => sessions.GetValueOrDefault(s)),
-            minutes, totals, new DashboardReminders(due, overdue, (int)OverdueAfter.TotalSeconds),
+            cluster.Activations, minutes, totals, new DashboardReminders(await remindersTask.ConfigureAwait(false)),
             await accountsTask.ConfigureAwait(false), audit);
+    }
+
+    /// <summary>
+    /// Orleans keeps no backlog figure, only the reminders themselves: their number (ReadRows(0, 0) is the whole
+    /// ring). A gateway in the Client role has no reminder table to read.
+    /// </summary>
+    private async Task<int?> ReminderCountAsync()
+    {
+        var (at, count) = _reminders;
+        var now = time.GetUtcNow();
+        if (now - at < ReminderCountAge || services.GetService<IReminderTable>() is not { } table)
+        {
+            return count;
+        }
+        try
+        {
+            count = (await table.ReadRows(0, 0).ConfigureAwait(false)).Reminders.Count;
+        }
+        catch (Exception)
+        {
+            // the reminder store is away for a moment: the dashboard keeps the last count rather than failing
+        }
+        _reminders = (now, count);
+        return count;
     }
 
     private static double? Round(double? seconds) => seconds is { } s ? Math.Round(s, 4) : null;

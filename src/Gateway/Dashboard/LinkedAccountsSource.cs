@@ -1,10 +1,7 @@
-using System.Text.Json;
 using QRCoder;
+using Orleans;
 using QrOrleans.Accounts;
-using QrOrleans.Gateway.Observability;
-using QrOrleans.Grains.Accounts;
-using QrOrleans.Runtime;
-using QrOrleans.Silo.Runtime;
+using QrOrleans.Gateway.Accounts;
 
 namespace QrOrleans.Gateway.Dashboard;
 
@@ -20,45 +17,42 @@ public sealed record InboxItem(string AccountId, int Cycle, int MaxCycles, DateT
 /// <param name="Available">Whether this build has linked accounts at all (the agent fleet).</param>
 public sealed record LinkedAccountsView(bool Available, IReadOnlyList<LinkedAccountRow> Accounts, IReadOnlyList<InboxItem> Inbox);
 
-/// <summary>A pairing QR an account grain committed on some node (published in that silo's stats row).</summary>
+/// <summary>A pairing QR as silos used to publish it in their stats row. The account grain holds its current QR now.</summary>
 public sealed record PairingQr(string AccountId, int Cycle, int MaxCycles, DateTimeOffset ExpiresAt, string Caption, string QrContent, DateTimeOffset At);
 
 /// <summary>Where the dashboard's linked-accounts panel and owner inbox come from.</summary>
 public interface ILinkedAccountsSource
 {
-    /// <param name="published">The pairing QRs every silo published.</param>
-    Task<LinkedAccountsView> GetAsync(IReadOnlyList<PairingQr> published, CancellationToken ct);
+    Task<LinkedAccountsView> GetAsync(CancellationToken ct);
+
+    /// <summary>
+    /// The former shape, kept while the dashboard moves over (issue 8): <paramref name="published"/> is not needed
+    /// any more, since each account grain answers with its own current QR.
+    /// </summary>
+    Task<LinkedAccountsView> GetAsync(IReadOnlyList<PairingQr> published, CancellationToken ct) => GetAsync(ct);
 }
 
 /// <summary>
-/// The agent fleet: the accounts as GET /v1/accounts reads them (every leasable account row, then each
-/// account grain's view), and the owner inbox: for each account that is pairing now, the QR of its current
-/// cycle, as the pairing.qr notice carried it. A refreshed QR replaces the previous one (a newer cycle); a
-/// finished ceremony withdraws it (the account leaves pairing, or its view stops naming a QR expiry).
+/// The agent fleet: the accounts as GET /v1/accounts reads them (the directory, then each account grain's view),
+/// and the owner inbox: for each account that is pairing now, the QR of its current cycle as the account grain
+/// holds it. A refreshed QR replaces the previous one (the grain keeps only the current cycle's); a finished
+/// ceremony withdraws it (the grain forgets it when the account leaves pairing). The same changes arrive live on
+/// each account's stream (<see cref="LinkedAccountChanged"/>, namespace <see cref="AccountStreams.Namespace"/>).
 /// </summary>
-public sealed class FleetAccounts(IGrainFactory grains, ILeaseTable leases) : ILinkedAccountsSource
+public sealed class FleetAccounts(IGrainFactory grains) : ILinkedAccountsSource
 {
-    public async Task<LinkedAccountsView> GetAsync(IReadOnlyList<PairingQr> published, CancellationToken ct)
+    public async Task<LinkedAccountsView> GetAsync(CancellationToken ct)
     {
-        var rows = await leases.ListAsync(AccountGrainTypes.Account, ct).ConfigureAwait(false);
-        var views = new List<AccountView>(rows.Count);
-        foreach (var chunk in rows.Chunk(32))
-        {
-            var read = await Task.WhenAll(chunk.Select(r => grains.GetGrain<ILinkedAccountGrain>(r.Key).GetAsync(ct))).ConfigureAwait(false);
-            views.AddRange(read.OfType<AccountView>());
-        }
-        var accounts = views.OrderBy(v => v.Id, StringComparer.Ordinal).Select(v => new LinkedAccountRow(
+        var views = await AccountsApi.ReadAllAsync(grains, ct).ConfigureAwait(false);
+        var accounts = views.Select(v => new LinkedAccountRow(
             v.Id, v.Platform, v.DisplayName, v.State, v.StateSince, v.Pairing?.Cycle, v.Pairing?.MaxCycles, v.CooldownUntil,
             v.RateBudget.Available, v.RateBudget.Capacity, v.Holder, v.LastError?.Class, v.LastError?.At)).ToList();
-        var inbox = new List<InboxItem>();
-        foreach (var v in views.Where(v => v.State == AccountStates.Pairing && v.Pairing is { QrExpiresAt: not null }))
-        {
-            var current = published.Where(q => q.AccountId == v.Id && q.Cycle == v.Pairing!.Cycle).MaxBy(q => q.At);
-            if (current is not null)
-            {
-                inbox.Add(new InboxItem(v.Id, current.Cycle, current.MaxCycles, current.ExpiresAt, current.Caption, Svg(current.QrContent)));
-            }
-        }
+        var pairing = views.Where(v => v.State == AccountStates.Pairing && v.Pairing is { QrExpiresAt: not null }).ToArray();
+        var qrs = await Task.WhenAll(pairing.Select(v => grains.GetGrain<ILinkedAccountGrain>(v.Id).GetOwnerQrAsync(ct))).ConfigureAwait(false);
+        var inbox = pairing.Zip(qrs)
+            .Where(p => p.Second is not null)
+            .Select(p => new InboxItem(p.First.Id, p.Second!.Cycle, p.Second.MaxCycles, p.Second.ExpiresAt, p.Second.Caption, Svg(p.Second.QrContent)))
+            .ToList();
         return new LinkedAccountsView(true, accounts, inbox);
     }
 
@@ -66,29 +60,5 @@ public sealed class FleetAccounts(IGrainFactory grains, ILeaseTable leases) : IL
     {
         using var data = QRCodeGenerator.GenerateQrCode(content, QRCodeGenerator.ECCLevel.M);
         return new SvgQRCode(data).GetGraphic(4);
-    }
-}
-
-/// <summary>
-/// Sees each committed turn of an account grain on this node and keeps the pairing QRs its owner notices carry,
-/// so the dashboard of any node can show the owner inbox (the QR itself is never in the account's view).
-/// </summary>
-public sealed class PairingQrWatch(NodeStats stats) : ITurnCommitObserver
-{
-    public void OnCommitted(GrainId grain, long version, byte[]? previousState, byte[]? state)
-    {
-        if (grain.Type != AccountGrainTypes.Account || state is null)
-        {
-            return;
-        }
-        var account = JsonSerializer.Deserialize<LinkedAccountState>(state, GrainJson.Options);
-        foreach (var notice in account?.Notices ?? [])
-        {
-            if (notice.Event == WebhookEvents.PairingQr
-                && JsonSerializer.Deserialize<PairingQrEvent>(notice.Body, GrainJson.Options) is { } qr)
-            {
-                stats.PairingQrShown(new PairingQr(grain.Key, qr.Cycle, qr.MaxCycles, qr.ExpiresAt, qr.Caption, qr.QrUrl, qr.At));
-            }
-        }
     }
 }

@@ -3,7 +3,6 @@ using QrOrleans.Audit;
 using QrOrleans.Gateway.Auth;
 using QrOrleans.Gateway.QrSessions;
 using QrOrleans.Gateway.Users;
-using QrOrleans.Runtime;
 
 namespace QrOrleans.Gateway.Observability;
 

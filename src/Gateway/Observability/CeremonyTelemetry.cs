@@ -3,50 +3,30 @@ using Microsoft.AspNetCore.Http.HttpResults;
 using QrOrleans.Gateway.QrSessions;
 using QrOrleans.Grains.QrSessions;
 using QrOrleans.QrSessions;
-using QrOrleans.Runtime;
-using QrOrleans.Silo.Runtime;
 
 namespace QrOrleans.Gateway.Observability;
 
 /// <summary>
-/// The ceremony's figures. Transitions are counted from the commits of QR session grains on this node, so every
-/// transition (including rotations and expiries that reminders cause) is counted once, where it committed.
-/// "Desktop notified" is measured where the approved snapshot leaves for a waiting desktop.
+/// The ceremony's figures as the gateway sees them. Transitions, rotations and create → completed are recorded by
+/// the QR session grain where it commits (see <see cref="QrTelemetry"/>), so every transition, including those
+/// its timer or reminder causes, is counted once. "Desktop notified" is measured here, where the approved snapshot
+/// leaves for a waiting desktop.
 /// </summary>
 public sealed class CeremonyTelemetry(QrTelemetry telemetry, NodeStats stats, QrSessionOptions options, TimeProvider time)
-    : ITurnCommitObserver
 {
     public const string SignalR = "signalr";
     public const string ServerSentEvents = "sse";
     public const string LongPoll = "long_poll";
 
-    public void OnCommitted(GrainId grain, long version, byte[]? previousState, byte[]? state)
+    /// <summary>A snapshot went to a desktop; if it is the approval, records how long after the approval that was.</summary>
+    public void DesktopNotified(QrSessionSnapshot snapshot, string transport)
     {
-        if (grain.Type != GrainTypes.QrSession || state is null)
+        if (snapshot.State == QrSessionStates.Approved)
         {
-            return;
-        }
-        var now = JsonSerializer.Deserialize<QrSessionState>(state, GrainJson.Options)!;
-        var before = previousState is null ? null : TopLevelString(previousState, "state");
-        if (before == now.State)
-        {
-            if (now.State == QrSessionStates.Pending)
-            {
-                telemetry.Rotations.Add(1);
-            }
-            return;
-        }
-        telemetry.Transitions.Add(1, new KeyValuePair<string, object?>("state", now.State));
-        stats.Transition(now.State);
-        if (now.State == QrSessionStates.Completed && now.EndedAt is { } ended)
-        {
-            var duration = ended - now.Requester.CreatedAt;
-            telemetry.CeremonyDuration.Record(Math.Max(0, duration.TotalSeconds));
-            stats.CeremonyCompleted(duration);
+            Approved(snapshot.SessionId, snapshot.ExpiresAt, transport);
         }
     }
 
-    /// <summary>A snapshot went to a desktop; if it is the approval, records how long after the approval that was.</summary>
     public void DesktopNotified(string sessionId, JsonElement snapshot, string transport)
     {
         if (snapshot.ValueKind == JsonValueKind.Object
@@ -81,25 +61,6 @@ public sealed class CeremonyTelemetry(QrTelemetry telemetry, NodeStats stats, Qr
         telemetry.NotifyLatency.Record(latency.TotalSeconds, new KeyValuePair<string, object?>("transport", transport));
         stats.DesktopNotified(latency);
         QrTelemetry.Step("notify", sessionId, approvedAt, null, [new("qrorleans.notify.transport", transport)]);
-    }
-
-    private static string? TopLevelString(byte[] json, string property)
-    {
-        var reader = new Utf8JsonReader(json);
-        while (reader.Read())
-        {
-            if (reader.TokenType == JsonTokenType.PropertyName && reader.CurrentDepth == 1)
-            {
-                var match = reader.ValueTextEquals(property);
-                reader.Read();
-                if (match)
-                {
-                    return reader.TokenType == JsonTokenType.String ? reader.GetString() : null;
-                }
-                reader.Skip();
-            }
-        }
-        return null;
     }
 
     /// <summary>

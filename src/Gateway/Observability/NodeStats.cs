@@ -1,3 +1,5 @@
+using System.Diagnostics.Metrics;
+using Orleans.Storage;
 using QrOrleans.Audit;
 
 namespace QrOrleans.Gateway.Observability;
@@ -50,43 +52,91 @@ public static class LatencyBuckets
 }
 
 /// <summary>One minute of this node's ceremony figures (UTC minute number since the epoch).</summary>
+[GenerateSerializer, Immutable, Alias("qrorleans.MinuteFigures")]
 public sealed record MinuteFigures(
-    long Minute,
-    IReadOnlyDictionary<string, long> Transitions,
-    IReadOnlyDictionary<int, long> CeremonySeconds,
-    IReadOnlyDictionary<int, long> NotifySeconds);
+    [property: Id(0)] long Minute,
+    [property: Id(1)] IReadOnlyDictionary<string, long> Transitions,
+    [property: Id(2)] IReadOnlyDictionary<int, long> CeremonySeconds,
+    [property: Id(3)] IReadOnlyDictionary<int, long> NotifySeconds);
 
 /// <summary>Requests served in one UTC second (seconds since the epoch).</summary>
-public sealed record SecondCount(long Second, long Count);
+[GenerateSerializer, Immutable, Alias("qrorleans.SecondCount")]
+public sealed record SecondCount([property: Id(0)] long Second, [property: Id(1)] long Count);
 
 /// <summary>An audit entry as the dashboard lists it: whose, and what.</summary>
-public sealed record AuditEvent(string UserId, AuditEntry Entry);
+[GenerateSerializer, Immutable, Alias("qrorleans.AuditEvent")]
+public sealed record AuditEvent([property: Id(0)] string UserId, [property: Id(1)] AuditEntry Entry);
 
 /// <summary>
 /// This node's own figures for the dashboard, kept in memory: QR-session requests per second (last minute),
-/// transitions and latency buckets per minute (last <see cref="MinutesKept"/>), and the latest audit events. The
-/// publisher copies them into this silo's stats row; every node's dashboard merges the rows of all silos.
+/// transitions and latency buckets per minute (last <see cref="MinutesKept"/>), the latest audit events and the
+/// grain calls that lost an ETag race here. The publisher copies them into this silo's stats grain; every node's
+/// dashboard merges the stats of all active silos.
 /// </summary>
-public sealed class NodeStats(TimeProvider time)
+/// <remarks>
+/// Transitions and ceremony durations are counted where a QR session grain commits them, on the "QrOrleans" meter
+/// of this node's <see cref="IMeterFactory"/>: this node listens to that meter only (its scope), so several nodes in
+/// one process (tests) never count each other's sessions.
+/// </remarks>
+public sealed class NodeStats : IDisposable
 {
     public const int MinutesKept = 15;
     private const int SecondsKept = 64;
     private const int AuditKept = 20;
 
+    private readonly TimeProvider _time;
+    private readonly MeterListener _listener;
     private readonly Lock _gate = new();
     private readonly long[] _servedSecond = new long[SecondsKept];
     private readonly long[] _servedCount = new long[SecondsKept];
     private readonly SortedDictionary<long, Minute> _minutes = [];
     private readonly LinkedList<AuditEvent> _audit = [];
-    private readonly Dictionary<string, Dashboard.PairingQr> _pairingQrs = [];
     private long _changes;
+    private long _conflicts;
+
+    public NodeStats(TimeProvider time, IMeterFactory meters)
+    {
+        _time = time;
+        _listener = new MeterListener
+        {
+            InstrumentPublished = (instrument, listener) =>
+            {
+                if (instrument.Meter.Name == QrTelemetry.Name && ReferenceEquals(instrument.Meter.Scope, meters)
+                    && instrument.Name is QrTelemetry.TransitionsInstrument or QrTelemetry.CeremonyDurationInstrument)
+                {
+                    listener.EnableMeasurementEvents(instrument);
+                }
+            },
+        };
+        _listener.SetMeasurementEventCallback<long>((instrument, _, tags, _) =>
+        {
+            foreach (var tag in tags)
+            {
+                if (tag is { Key: "state", Value: string state })
+                {
+                    Transition(state);
+                }
+            }
+        });
+        _listener.SetMeasurementEventCallback<double>((_, seconds, _, _) => CeremonyCompleted(TimeSpan.FromSeconds(seconds)));
+        _listener.Start();
+    }
 
     /// <summary>Grows on every figure recorded; the publisher writes only when it moved.</summary>
     public long Changes => Interlocked.Read(ref _changes);
 
+    /// <summary>Grain calls on this silo refused for a stale ETag (<see cref="InconsistentStateException"/>), since start.</summary>
+    public long TurnConflicts => Interlocked.Read(ref _conflicts);
+
+    public void Conflict()
+    {
+        Interlocked.Increment(ref _conflicts);
+        Interlocked.Increment(ref _changes);
+    }
+
     public void Served()
     {
-        var second = time.GetUtcNow().ToUnixTimeSeconds();
+        var second = _time.GetUtcNow().ToUnixTimeSeconds();
         var slot = (int)(second % SecondsKept);
         lock (_gate)
         {
@@ -119,25 +169,10 @@ public sealed class NodeStats(TimeProvider time)
         Interlocked.Increment(ref _changes);
     }
 
-    /// <summary>The latest pairing QR of an account that this node committed (a newer cycle replaces an older one).</summary>
-    public void PairingQrShown(Dashboard.PairingQr qr)
-    {
-        lock (_gate)
-        {
-            if (_pairingQrs.TryGetValue(qr.AccountId, out var held) && (held.Cycle > qr.Cycle || held.At > qr.At))
-            {
-                return;
-            }
-            _pairingQrs[qr.AccountId] = qr;
-        }
-        Interlocked.Increment(ref _changes);
-    }
-
     /// <summary>A copy of what this node holds now.</summary>
-    public (IReadOnlyList<SecondCount> Served, IReadOnlyList<MinuteFigures> Minutes, IReadOnlyList<AuditEvent> Audit,
-        IReadOnlyList<Dashboard.PairingQr> PairingQrs) Snapshot()
+    public (IReadOnlyList<SecondCount> Served, IReadOnlyList<MinuteFigures> Minutes, IReadOnlyList<AuditEvent> Audit) Snapshot()
     {
-        var now = time.GetUtcNow();
+        var now = _time.GetUtcNow();
         lock (_gate)
         {
             Prune(now);
@@ -150,17 +185,13 @@ public sealed class NodeStats(TimeProvider time)
             var minutes = _minutes.Select(m => new MinuteFigures(m.Key,
                 new Dictionary<string, long>(m.Value.Transitions), new Dictionary<int, long>(m.Value.Ceremony),
                 new Dictionary<int, long>(m.Value.Notify))).ToArray();
-            foreach (var gone in _pairingQrs.Values.Where(q => q.ExpiresAt < now).ToArray())
-            {
-                _pairingQrs.Remove(gone.AccountId);
-            }
-            return (served, minutes, _audit.ToArray(), _pairingQrs.Values.ToArray());
+            return (served, minutes, _audit.ToArray());
         }
     }
 
     private void Record(Action<Minute> change)
     {
-        var now = time.GetUtcNow();
+        var now = _time.GetUtcNow();
         lock (_gate)
         {
             var key = now.ToUnixTimeSeconds() / 60;
@@ -189,10 +220,33 @@ public sealed class NodeStats(TimeProvider time)
         buckets[index] = buckets.GetValueOrDefault(index) + 1;
     }
 
+    public void Dispose() => _listener.Dispose();
+
     private sealed class Minute
     {
         public Dictionary<string, long> Transitions { get; } = [];
         public Dictionary<int, long> Ceremony { get; } = [];
         public Dictionary<int, long> Notify { get; } = [];
+    }
+}
+
+/// <summary>
+/// Counts the grain calls on this silo that failed with <see cref="InconsistentStateException"/>: a second activation
+/// wrote first, this one stepped aside, and the caller's RetryOnConflict sent the call again (the old runtime's
+/// "turn conflicts").
+/// </summary>
+public sealed class ConflictCount(NodeStats stats) : IIncomingGrainCallFilter
+{
+    public async Task Invoke(IIncomingGrainCallContext context)
+    {
+        try
+        {
+            await context.Invoke().ConfigureAwait(true);
+        }
+        catch (InconsistentStateException)
+        {
+            stats.Conflict();
+            throw;
+        }
     }
 }

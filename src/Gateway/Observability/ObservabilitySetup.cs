@@ -1,5 +1,4 @@
 using QrOrleans.Grains.Audit;
-using QrOrleans.Silo.Runtime;
 
 namespace QrOrleans.Gateway.Observability;
 
@@ -14,7 +13,6 @@ public static class ObservabilitySetup
         services.AddSingleton<QrTelemetry>();
         services.AddSingleton<NodeStats>();
         services.AddSingleton<CeremonyTelemetry>();
-        services.AddSingleton<ITurnCommitObserver>(sp => sp.GetRequiredService<CeremonyTelemetry>());
         services.AddSingleton(section.GetSection("Audit").Get<AuditOptions>() ?? new AuditOptions());
         services.AddSingleton<AuditTrail>();
         services.AddHostedService<OtlpExport>();

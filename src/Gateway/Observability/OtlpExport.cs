@@ -5,7 +5,6 @@ using OpenTelemetry.Exporter;
 using OpenTelemetry.Metrics;
 using OpenTelemetry.Resources;
 using OpenTelemetry.Trace;
-using QrOrleans.Silo.Runtime;
 
 namespace QrOrleans.Gateway.Observability;
 
@@ -15,7 +14,7 @@ namespace QrOrleans.Gateway.Observability;
 /// bodies unless OTEL_EXPORTER_OTLP_PROTOCOL=grpc. The providers are built by hand because
 /// OpenTelemetry.Extensions.Hosting cannot be restored here.
 /// </summary>
-public sealed class OtlpExport(IConfiguration config, SiloIdentity silo) : IHostedService, IDisposable
+public sealed class OtlpExport(IConfiguration config, Orleans.Runtime.ILocalSiloDetails? silo = null) : IHostedService, IDisposable
 {
     public const string EndpointKey = "OTEL_EXPORTER_OTLP_ENDPOINT";
 
@@ -37,7 +36,7 @@ public sealed class OtlpExport(IConfiguration config, SiloIdentity silo) : IHost
         var metricInterval = Milliseconds("OTEL_METRIC_EXPORT_INTERVAL", 60_000);
         var spanDelay = Milliseconds("OTEL_BSP_SCHEDULE_DELAY", 5_000);
         var serviceName = config["OTEL_SERVICE_NAME"] is { Length: > 0 } name ? name : "qrorleans";
-        void Resource(ResourceBuilder r) => r.AddService(serviceName, serviceInstanceId: silo.Id);
+        void Resource(ResourceBuilder r) => r.AddService(serviceName, serviceInstanceId: silo?.SiloAddress.ToParsableString() ?? Environment.MachineName + "-" + Environment.ProcessId);
 
         _meters = Sdk.CreateMeterProviderBuilder()
             .ConfigureResource(Resource)

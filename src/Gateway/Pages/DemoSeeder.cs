@@ -1,6 +1,5 @@
 using QrOrleans.Gateway.Auth;
 using QrOrleans.Gateway.Users;
-using QrOrleans.Runtime;
 using QrOrleans.Users;
 
 namespace QrOrleans.Gateway.Pages;

@@ -53,7 +53,7 @@ public static partial class ProblemResponses
             {
                 await Write(context, Map(e, context, NullLogger.Instance)).ConfigureAwait(false);
             }
-            catch (System.Data.Common.DbException e) when (!context.Response.HasStarted)
+            catch (Exception e) when (Unavailable(e) && !context.Response.HasStarted)
             {
                 LogStorageUnavailable(Log(context), e.Message);
                 await Write(context, Map(e, context, NullLogger.Instance)).ConfigureAwait(false);
@@ -100,9 +100,14 @@ public static partial class ProblemResponses
                 return Create(400, "invalid_json", "Malformed JSON", JsonDetail(json));
             case BadHttpRequestException bad:
                 return Create(bad.StatusCode, "bad_request", "Bad request", bad.Message);
-            case System.Data.Common.DbException or TimeoutException:
-                // The shared database is restarting or unreachable: a retryable condition, not a bug.
-                var unavailable = Create(503, "storage_unavailable", "Storage unavailable", "The database is not reachable right now; try again shortly.");
+            case Orleans.Storage.InconsistentStateException:
+                // Still conflicting after the retries: another activation keeps writing. Retryable, not a bug.
+                var conflict = Create(503, "conflict", "Concurrent change", "The resource changed concurrently; try again.");
+                conflict.Extensions["retryAfter"] = 1;
+                return conflict;
+            case not null when Unavailable(error):
+                // Redis restarting, a silo just died, or the cluster unreachable: a retryable condition, not a bug.
+                var unavailable = Create(503, "storage_unavailable", "Storage unavailable", "The cluster's storage is not reachable right now; try again shortly.");
                 unavailable.Extensions["retryAfter"] = 1;
                 return unavailable;
             case OperationCanceledException:
@@ -112,6 +117,16 @@ public static partial class ProblemResponses
                 return Create(500, "internal_error", "Internal error", "Something went wrong on our side.");
         }
     }
+
+    /// <summary>Failures of the cluster or its storage that go away by themselves (the caller should retry).</summary>
+    private static bool Unavailable(Exception e) => e switch
+    {
+        Orleans.Storage.InconsistentStateException => true,
+        TimeoutException or Orleans.Runtime.SiloUnavailableException or Orleans.Runtime.OrleansMessageRejectionException => true,
+        Orleans.Runtime.ClientNotAvailableException or StackExchange.Redis.RedisException => true,
+        Orleans.Runtime.OrleansException { InnerException: { } inner } => Unavailable(inner),
+        _ => false,
+    };
 
     private static string JsonDetail(JsonException json) =>
         json.Path is { Length: > 0 } path

@@ -1,17 +1,17 @@
+using System.Collections.Concurrent;
 using System.Text.Json;
 using Microsoft.AspNetCore.SignalR;
 using QrOrleans.Gateway.Observability;
 using QrOrleans.QrSessions;
-using QrOrleans.Runtime;
 
 namespace QrOrleans.Gateway.QrSessions;
 
 /// <summary>
 /// SignalR hub at /hubs/qr. <c>Watch(sessionId, desktopToken)</c> sends <c>state</c> with the snapshot now and
-/// on every change. Any node can serve any desktop: the events reach this node through the stream provider.
+/// on every change. Any node can serve any desktop: changes reach this node through the session's Orleans stream.
 /// </summary>
 public sealed class QrHub(
-    IGrainFactory grains, IGrainStreams streams, IHubContext<QrHub> hub, CeremonyTelemetry telemetry, ILogger<QrHub> log) : Hub
+    IGrainFactory grains, SessionWatches watches, IHubContext<QrHub> hub, CeremonyTelemetry telemetry, ILogger<QrHub> log) : Hub
 {
     public async Task Watch(string sessionId, string desktopToken)
     {
@@ -21,80 +21,75 @@ public sealed class QrHub(
         }
         var grain = grains.GetGrain<IQrSessionGrain>(sessionId);
         var watcher = new Watcher(sessionId, grain, desktopToken, hub, Context.ConnectionId, telemetry, log);
-        var subscription = streams.Subscribe(GrainTypes.QrSessionId(sessionId), watcher);
+        var watch = await watches.WatchAsync(sessionId, watcher);
         QrSessionSnapshot snapshot;
         try
         {
-            snapshot = await grain.GetSnapshotAsync(desktopToken, Context.ConnectionAborted).ConfigureAwait(false);
+            snapshot = await grain.GetSnapshotAsync(desktopToken, Context.ConnectionAborted);
         }
         catch (GrainException e)
         {
-            subscription.Dispose();
+            await watch.DisposeAsync();
             throw new HubException($"{e.Code}: {e.Detail}");
         }
-        if (Context.Items.Remove(sessionId, out var previous) && previous is IDisposable old)
+        var mine = Watches(Context);
+        if (mine.TryRemove(sessionId, out var previous))
         {
-            old.Dispose();
+            await previous.DisposeAsync();
         }
-        Context.Items[sessionId] = subscription;
-        watcher.Deliver(snapshot.Version, JsonSerializer.SerializeToElement(snapshot, GrainJson.Options));
+        mine[sessionId] = watch;
+        watcher.Deliver(snapshot);
     }
 
-    public Task Unwatch(string sessionId)
+    public async Task Unwatch(string sessionId)
     {
-        if (Context.Items.Remove(sessionId, out var subscription) && subscription is IDisposable d)
+        if (Watches(Context).TryRemove(sessionId, out var watch))
         {
-            d.Dispose();
+            await watch.DisposeAsync();
         }
-        return Task.CompletedTask;
     }
 
-    public override Task OnDisconnectedAsync(Exception? exception)
+    public override async Task OnDisconnectedAsync(Exception? exception)
     {
-        foreach (var item in Context.Items.Values)
+        var mine = Watches(Context);
+        foreach (var id in mine.Keys)
         {
-            (item as IDisposable)?.Dispose();
+            if (mine.TryRemove(id, out var watch))
+            {
+                await watch.DisposeAsync();
+            }
         }
-        Context.Items.Clear();
-        return Task.CompletedTask;
     }
+
+    private static ConcurrentDictionary<string, IAsyncDisposable> Watches(HubCallerContext context) =>
+        (ConcurrentDictionary<string, IAsyncDisposable>)(context.Items.TryGetValue(typeof(QrHub), out var items)
+            ? items!
+            : context.Items[typeof(QrHub)] = new ConcurrentDictionary<string, IAsyncDisposable>());
 
     /// <summary>Pushes newer snapshots to one connection; re-reads on resync.</summary>
     private sealed class Watcher(
         string sessionId, IQrSessionGrain grain, string desktopToken, IHubContext<QrHub> hub, string connectionId,
-        CeremonyTelemetry telemetry, ILogger log) : IStreamObserver
+        CeremonyTelemetry telemetry, ILogger log) : ISessionWatcher
     {
         private long _sent;
 
-        public void OnNext(StreamEvent e)
-        {
-            if (e.Version <= Volatile.Read(ref _sent))
-            {
-                return;
-            }
-            if (e.Payload.Length == 0)
-            {
-                _ = ResyncAsync(); // too big for a notification: read it
-                return;
-            }
-            Deliver(e.Version, JsonSerializer.Deserialize<JsonElement>(e.Payload));
-        }
+        public void OnChanged(QrSessionChanged change) => Deliver(change.Snapshot);
 
         public void OnResync() => _ = ResyncAsync();
 
-        public void Deliver(long version, JsonElement snapshot)
+        public void Deliver(QrSessionSnapshot snapshot)
         {
             long sent;
             do
             {
                 sent = Volatile.Read(ref _sent);
-                if (version <= sent)
+                if (snapshot.Version <= sent)
                 {
                     return;
                 }
             }
-            while (Interlocked.CompareExchange(ref _sent, version, sent) != sent);
-            _ = SendAsync(snapshot);
+            while (Interlocked.CompareExchange(ref _sent, snapshot.Version, sent) != sent);
+            _ = SendAsync(JsonSerializer.SerializeToElement(snapshot, GrainJson.Options));
         }
 
         private async Task SendAsync(JsonElement snapshot)
@@ -114,8 +109,7 @@ public sealed class QrHub(
         {
             try
             {
-                var snapshot = await grain.GetSnapshotAsync(desktopToken, CancellationToken.None).ConfigureAwait(false);
-                Deliver(snapshot.Version, JsonSerializer.SerializeToElement(snapshot, GrainJson.Options));
+                Deliver(await grain.GetSnapshotAsync(desktopToken, CancellationToken.None).ConfigureAwait(false));
             }
             catch (Exception e)
             {

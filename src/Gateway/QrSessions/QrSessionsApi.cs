@@ -6,7 +6,6 @@ using QrOrleans.Audit;
 using QrOrleans.Gateway.Auth;
 using QrOrleans.Gateway.Observability;
 using QrOrleans.QrSessions;
-using QrOrleans.Runtime;
 using QrOrleans.Users;
 
 namespace QrOrleans.Gateway.QrSessions;
@@ -79,7 +78,7 @@ public static class QrSessionsApi
     }
 
     private static async Task<IResult> GetAsync(
-        string id, HttpContext context, IGrainFactory grains, IGrainStreams streams, CeremonyTelemetry telemetry, long? waitForVersion, int? timeout)
+        string id, HttpContext context, IGrainFactory grains, SessionWatches watches, CeremonyTelemetry telemetry, long? waitForVersion, int? timeout)
     {
         var token = DesktopToken(context, id);
         if (waitForVersion is null)
@@ -87,8 +86,8 @@ public static class QrSessionsApi
             return TypedResults.Ok(await grains.GetGrain<IQrSessionGrain>(id).GetSnapshotAsync(token, context.RequestAborted));
         }
         var seconds = Math.Clamp(timeout ?? MaxLongPollSeconds, 0, MaxLongPollSeconds);
-        var (feed, snapshot) = await SnapshotFeed.OpenAsync(grains, streams, id, token, context.RequestAborted);
-        using (feed)
+        var (feed, snapshot) = await SnapshotFeed.OpenAsync(grains, watches, id, token, context.RequestAborted);
+        await using (feed)
         {
             if (snapshot.Version > waitForVersion)
             {
@@ -100,8 +99,9 @@ public static class QrSessionsApi
             {
                 if (await feed.NextAsync(waitForVersion.Value, deadline.Token) is { } next)
                 {
-                    telemetry.DesktopNotified(id, next.Json, CeremonyTelemetry.LongPoll);
-                    return TypedResults.Text(next.Json, "application/json", Encoding.UTF8);
+                    var json = System.Text.Json.JsonSerializer.Serialize(next, GrainJson.Options);
+                    telemetry.DesktopNotified(id, json, CeremonyTelemetry.LongPoll);
+                    return TypedResults.Text(json, "application/json", Encoding.UTF8);
                 }
             }
             catch (OperationCanceledException) when (!context.RequestAborted.IsCancellationRequested)
@@ -112,11 +112,11 @@ public static class QrSessionsApi
         }
     }
 
-    private static async Task EventsAsync(string id, HttpContext context, IGrainFactory grains, IGrainStreams streams, CeremonyTelemetry telemetry)
+    private static async Task EventsAsync(string id, HttpContext context, IGrainFactory grains, SessionWatches watches, CeremonyTelemetry telemetry)
     {
         var token = DesktopToken(context, id);
-        var (feed, snapshot) = await SnapshotFeed.OpenAsync(grains, streams, id, token, context.RequestAborted);
-        using (feed)
+        var (feed, snapshot) = await SnapshotFeed.OpenAsync(grains, watches, id, token, context.RequestAborted);
+        await using (feed)
         {
             var response = context.Response;
             response.ContentType = "text/event-stream";
@@ -144,8 +144,9 @@ public static class QrSessionsApi
                         return; // the session is gone
                     }
                     have = next.Version;
-                    await WriteEventAsync(response, next.Version, next.Json, context.RequestAborted);
-                    telemetry.DesktopNotified(id, next.Json, CeremonyTelemetry.ServerSentEvents);
+                    var json = System.Text.Json.JsonSerializer.Serialize(next, GrainJson.Options);
+                    await WriteEventAsync(response, next.Version, json, context.RequestAborted);
+                    telemetry.DesktopNotified(id, json, CeremonyTelemetry.ServerSentEvents);
                 }
                 catch (OperationCanceledException) when (!context.RequestAborted.IsCancellationRequested)
                 {

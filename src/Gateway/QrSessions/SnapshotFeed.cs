@@ -1,65 +1,56 @@
 using System.Threading.Channels;
 using QrOrleans.QrSessions;
-using QrOrleans.Runtime;
 
 namespace QrOrleans.Gateway.QrSessions;
 
 /// <summary>
-/// One waiting desktop's view of its session on this node: snapshots in version order, newer only. Events
-/// come from the grain's stream; a resync (or anything missed) is healed by re-reading the snapshot.
+/// One waiting desktop's view of its session on this node (SSE and long-poll): snapshots in version order, newer
+/// only. Changes come from the session's stream through <see cref="SessionWatches"/>; a resync is healed by
+/// re-reading the snapshot from the grain.
 /// </summary>
-public sealed class SnapshotFeed : IStreamObserver, IDisposable
+public sealed class SnapshotFeed : ISessionWatcher, IAsyncDisposable
 {
     private readonly Channel<long> _signals = Channel.CreateBounded<long>(new BoundedChannelOptions(4) { FullMode = BoundedChannelFullMode.DropOldest, SingleReader = true });
     private readonly IQrSessionGrain _grain;
     private readonly string _desktopToken;
-    private readonly IDisposable _subscription;
-    private string? _pendingPayload;
-    private long _pendingVersion;
+    private IAsyncDisposable? _watch;
+    private QrSessionSnapshot? _pending;
 
-    private SnapshotFeed(IQrSessionGrain grain, string desktopToken, IGrainStreams streams, string sessionId)
+    private SnapshotFeed(IQrSessionGrain grain, string desktopToken)
     {
         _grain = grain;
         _desktopToken = desktopToken;
-        _subscription = streams.Subscribe(GrainTypes.QrSessionId(sessionId), this);
     }
 
     /// <summary>Subscribes first, then reads, so no change between the two is missed. Throws 401 for a bad token.</summary>
     public static async Task<(SnapshotFeed Feed, QrSessionSnapshot Snapshot)> OpenAsync(
-        IGrainFactory grains, IGrainStreams streams, string sessionId, string desktopToken, CancellationToken ct)
+        IGrainFactory grains, SessionWatches watches, string sessionId, string desktopToken, CancellationToken ct)
     {
         var grain = grains.GetGrain<IQrSessionGrain>(sessionId);
-        var feed = new SnapshotFeed(grain, desktopToken, streams, sessionId);
+        var feed = new SnapshotFeed(grain, desktopToken);
         try
         {
+            feed._watch = await watches.WatchAsync(sessionId, feed).ConfigureAwait(false);
             return (feed, await grain.GetSnapshotAsync(desktopToken, ct).ConfigureAwait(false));
         }
         catch
         {
-            feed.Dispose();
+            await feed.DisposeAsync().ConfigureAwait(false);
             throw;
         }
     }
 
-    /// <summary>
-    /// The next snapshot newer than <paramref name="haveVersion"/>, as JSON: the stream's payload when it has
-    /// one, else a fresh read. Null if the session is gone (deleted after its grace period).
-    /// </summary>
-    public async Task<(long Version, string Json)?> NextAsync(long haveVersion, CancellationToken ct)
+    /// <summary>The next snapshot newer than <paramref name="haveVersion"/>; null if the session is gone (deleted after its grace period).</summary>
+    public async Task<QrSessionSnapshot?> NextAsync(long haveVersion, CancellationToken ct)
     {
         while (true)
         {
             var version = await _signals.Reader.ReadAsync(ct).ConfigureAwait(false);
-            string? payload;
-            long pendingVersion;
-            lock (_signals)
+            var pending = Volatile.Read(ref _pending);
+            // The newest change seen so far answers for every older signal still queued.
+            if (pending is not null && pending.Version > haveVersion)
             {
-                (payload, pendingVersion) = (_pendingPayload, _pendingVersion);
-            }
-            // The newest event seen so far answers for every older signal still queued.
-            if (pendingVersion > haveVersion && payload is not null)
-            {
-                return (pendingVersion, payload);
+                return pending;
             }
             if (version < 0 || version > haveVersion)
             {
@@ -72,35 +63,37 @@ public sealed class SnapshotFeed : IStreamObserver, IDisposable
                 {
                     return null;
                 }
-                catch (System.Data.Common.DbException)
+                catch (Exception e) when (e is not OperationCanceledException)
                 {
-                    // The database flapped as we re-read: wait a moment and read again rather than drop the watcher.
+                    // The cluster flapped as we re-read (a silo died, storage restarted): wait and read again rather than drop the watcher.
                     await Task.Delay(TimeSpan.FromMilliseconds(250), ct).ConfigureAwait(false);
                     _signals.Writer.TryWrite(-1);
                     continue;
                 }
                 if (snapshot.Version > haveVersion)
                 {
-                    return (snapshot.Version, System.Text.Json.JsonSerializer.Serialize(snapshot, GrainJson.Options));
+                    return snapshot;
                 }
             }
         }
     }
 
-    public void OnNext(StreamEvent e)
+    public void OnChanged(QrSessionChanged change)
     {
-        lock (_signals)
+        QrSessionSnapshot? seen;
+        do
         {
-            if (e.Version > _pendingVersion)
+            seen = Volatile.Read(ref _pending);
+            if (seen is not null && seen.Version >= change.Version)
             {
-                _pendingVersion = e.Version;
-                _pendingPayload = e.Payload.Length == 0 ? null : e.Payload; // empty: too big to notify, read it
+                break;
             }
         }
-        _signals.Writer.TryWrite(e.Version);
+        while (Interlocked.CompareExchange(ref _pending, change.Snapshot, seen) != seen);
+        _signals.Writer.TryWrite(change.Version);
     }
 
     public void OnResync() => _signals.Writer.TryWrite(-1);
 
-    public void Dispose() => _subscription.Dispose();
+    public ValueTask DisposeAsync() => _watch?.DisposeAsync() ?? ValueTask.CompletedTask;
 }

@@ -3,7 +3,6 @@ using Microsoft.AspNetCore.Http.HttpResults;
 using QrOrleans.Audit;
 using QrOrleans.Gateway.Auth;
 using QrOrleans.Gateway.Observability;
-using QrOrleans.Runtime;
 using QrOrleans.Users;
 
 namespace QrOrleans.Gateway.Users;

@@ -1,5 +1,4 @@
 using System.Text.Json;
-using QrOrleans.Runtime;
 
 namespace QrOrleans.Accounts;
 
@@ -29,6 +28,7 @@ public static class Platforms
 }
 
 /// <summary>How a platform failure is handled (ARCHITECTURE.md, Linked account).</summary>
+[GenerateSerializer, Alias("qrorleans.ErrorClass")]
 public enum ErrorClass
 {
     /// <summary>Logged out / revoked / session expired: re-pairing needed; the owner is told once.</summary>
@@ -44,7 +44,10 @@ public enum ErrorClass
     RateLimited,
 }
 
-/// <summary>A classified failure from a connector. Every connector throws only this for platform errors.</summary>
+/// <summary>
+/// A classified failure from a connector. Every connector throws only this for platform errors. It stays on the
+/// node that called the platform; what crosses to a grain is a <see cref="PlatformFailure"/>.
+/// </summary>
 public sealed class PlatformException(ErrorClass errorClass, string code, string message) : Exception(message)
 {
     public ErrorClass Class { get; } = errorClass;
@@ -53,7 +56,7 @@ public sealed class PlatformException(ErrorClass errorClass, string code, string
     public TimeSpan? RetryAfter { get; init; }
 }
 
-/// <summary>What a connector needs to know about the account it works for.</summary>
+/// <summary>What a connector needs to know about the account it works for (in process only, never sent to a grain).</summary>
 /// <param name="Settings">The account's <c>connector</c> object from the API (may be Undefined).</param>
 public sealed record ConnectorContext(string AccountId, string DisplayName, JsonElement Settings);
 

@@ -1,17 +1,14 @@
 using System.Text.Json;
-using QrOrleans.Runtime;
 
 namespace QrOrleans.Accounts;
 
-public static class AccountGrainTypes
+public static class AccountStreams
 {
-    /// <summary>The linked account (key = account id): its state machine, credentials, budget and notices.</summary>
-    public const string Account = "account";
+    /// <summary>Stream namespace of linked accounts (key = account id); events are <see cref="LinkedAccountChanged"/>.</summary>
+    public const string Namespace = "linked-account";
 
-    /// <summary>The owner-webhook outbox of one account (key = account id): deliveries in order, retried.</summary>
-    public const string Outbox = "outbox";
-
-    public static GrainId AccountId(string accountId) => new(Account, accountId);
+    /// <summary>The key of the one <see cref="IAccountDirectoryGrain"/>.</summary>
+    public const string Directory = "fleet";
 }
 
 /// <summary>What an account gets when PUT leaves a section out on creation.</summary>
@@ -21,80 +18,143 @@ public static class AccountDefaults
     public static readonly PairingConfig Pairing = new(3, 30);
 }
 
-public sealed record OwnerConfig(string WebhookUrl, string WebhookSecret);
+[GenerateSerializer, Immutable, Alias("qrorleans.OwnerConfig")]
+public sealed record OwnerConfig([property: Id(0)] string WebhookUrl, [property: Id(1)] string WebhookSecret);
 
-public sealed record RateBudgetConfig(int Capacity, double RefillPerMinute);
+[GenerateSerializer, Immutable, Alias("qrorleans.RateBudgetConfig")]
+public sealed record RateBudgetConfig([property: Id(0)] int Capacity, [property: Id(1)] double RefillPerMinute);
 
-public sealed record PairingConfig(int MaxCycles, int QrTtlSeconds);
+[GenerateSerializer, Immutable, Alias("qrorleans.PairingConfig")]
+public sealed record PairingConfig([property: Id(0)] int MaxCycles, [property: Id(1)] int QrTtlSeconds);
 
-/// <summary>An account's configuration as stored. <see cref="Connector"/> is the platform's own settings object.</summary>
+/// <summary>An account's configuration as stored. <see cref="Connector"/> is the platform's own settings object, as raw JSON.</summary>
+[GenerateSerializer, Immutable, Alias("qrorleans.AccountConfig")]
 public sealed record AccountConfig(
-    string Platform, string DisplayName, OwnerConfig Owner, RateBudgetConfig RateBudget, PairingConfig Pairing, JsonElement? Connector);
+    [property: Id(0)] string Platform,
+    [property: Id(1)] string DisplayName,
+    [property: Id(2)] OwnerConfig Owner,
+    [property: Id(3)] RateBudgetConfig RateBudget,
+    [property: Id(4)] PairingConfig Pairing,
+    [property: Id(5)] string? Connector);
 
 /// <summary>
 /// A PUT, already validated by the gateway. A null section keeps what the account has (or takes the default on
 /// creation); a null <see cref="WebhookSecret"/> keeps the stored secret, which GET never shows.
+/// <see cref="Connector"/> is raw JSON (an object).
 /// </summary>
+[GenerateSerializer, Immutable, Alias("qrorleans.AccountSettings")]
 public sealed record AccountSettings(
-    string? Platform, string? DisplayName, string? WebhookUrl, string? WebhookSecret,
-    RateBudgetConfig? RateBudget, PairingConfig? Pairing, JsonElement? Connector);
+    [property: Id(0)] string? Platform,
+    [property: Id(1)] string? DisplayName,
+    [property: Id(2)] string? WebhookUrl,
+    [property: Id(3)] string? WebhookSecret,
+    [property: Id(4)] RateBudgetConfig? RateBudget,
+    [property: Id(5)] PairingConfig? Pairing,
+    [property: Id(6)] string? Connector);
 
-public sealed record PairingView(int Cycle, int MaxCycles, DateTimeOffset? QrExpiresAt);
+[GenerateSerializer, Immutable, Alias("qrorleans.PairingView")]
+public sealed record PairingView([property: Id(0)] int Cycle, [property: Id(1)] int MaxCycles, [property: Id(2)] DateTimeOffset? QrExpiresAt);
 
 /// <param name="Class">auth, transient, cooldown or rate_limited.</param>
-public sealed record LastErrorView(string Code, string Class, DateTimeOffset At, string? Message);
+[GenerateSerializer, Immutable, Alias("qrorleans.LastErrorView")]
+public sealed record LastErrorView([property: Id(0)] string Code, [property: Id(1)] string Class, [property: Id(2)] DateTimeOffset At, [property: Id(3)] string? Message);
 
-public sealed record RateBudgetView(int Available, int Capacity, double RefillPerMinute);
+[GenerateSerializer, Immutable, Alias("qrorleans.RateBudgetView")]
+public sealed record RateBudgetView([property: Id(0)] int Available, [property: Id(1)] int Capacity, [property: Id(2)] double RefillPerMinute);
 
 /// <summary>The owner's channel as GET shows it: never the webhook secret.</summary>
-public sealed record OwnerView(string WebhookUrl);
+[GenerateSerializer, Immutable, Alias("qrorleans.OwnerView")]
+public sealed record OwnerView([property: Id(0)] string WebhookUrl);
 
-/// <summary>An account as the operator sees it (API.md). Never credentials, never the webhook secret.</summary>
+/// <summary>
+/// An account as the operator sees it (API.md). Never credentials, never the webhook secret. <see cref="Holder"/>
+/// is the silo whose activation holds the live platform connection (null when the account needs none).
+/// </summary>
+[GenerateSerializer, Immutable, Alias("qrorleans.AccountView")]
 public sealed record AccountView(
-    string Id,
-    string Platform,
-    string DisplayName,
-    string State,
-    DateTimeOffset StateSince,
-    PairingView? Pairing,
-    DateTimeOffset? CooldownUntil,
-    LastErrorView? LastError,
-    RateBudgetView RateBudget,
-    DateTimeOffset? LinkedAt,
-    string? Holder,
-    OwnerView Owner,
-    long Version);
+    [property: Id(0)] string Id,
+    [property: Id(1)] string Platform,
+    [property: Id(2)] string DisplayName,
+    [property: Id(3)] string State,
+    [property: Id(4)] DateTimeOffset StateSince,
+    [property: Id(5)] PairingView? Pairing,
+    [property: Id(6)] DateTimeOffset? CooldownUntil,
+    [property: Id(7)] LastErrorView? LastError,
+    [property: Id(8)] RateBudgetView RateBudget,
+    [property: Id(9)] DateTimeOffset? LinkedAt,
+    [property: Id(10)] string? Holder,
+    [property: Id(11)] OwnerView Owner,
+    [property: Id(12)] long Version);
 
-public sealed record AccountConfigured(AccountView Account, bool Created, WebhookTarget Target);
+/// <summary>The QR code an account that is pairing shows its owner now (the owner inbox); not a credential.</summary>
+[GenerateSerializer, Immutable, Alias("qrorleans.OwnerQr")]
+public sealed record OwnerQr(
+    [property: Id(0)] int Cycle,
+    [property: Id(1)] int MaxCycles,
+    [property: Id(2)] DateTimeOffset ExpiresAt,
+    [property: Id(3)] string Caption,
+    [property: Id(4)] string QrContent);
 
-/// <summary>Which platform an account is on and the settings its connector works with.</summary>
-public sealed record ConnectorBinding(string AccountId, string Platform, string DisplayName, JsonElement? Settings)
+/// <summary>
+/// A state change of a linked account, on the stream keyed by its id: the version it reached, the operator's
+/// view, and the owner's current QR while pairing. Never credentials or the webhook secret.
+/// </summary>
+[GenerateSerializer, Immutable, Alias("qrorleans.LinkedAccountChanged")]
+public sealed record LinkedAccountChanged([property: Id(0)] long Version, [property: Id(1)] AccountView Account, [property: Id(2)] OwnerQr? Qr);
+
+[GenerateSerializer, Immutable, Alias("qrorleans.AccountConfigured")]
+public sealed record AccountConfigured([property: Id(0)] AccountView Account, [property: Id(1)] bool Created, [property: Id(2)] WebhookTarget Target);
+
+/// <summary>Which platform an account is on and the settings (raw JSON) its connector works with.</summary>
+[GenerateSerializer, Immutable, Alias("qrorleans.ConnectorBinding")]
+public sealed record ConnectorBinding(
+    [property: Id(0)] string AccountId, [property: Id(1)] string Platform, [property: Id(2)] string DisplayName, [property: Id(3)] string? Settings)
 {
-    public ConnectorContext ToContext() => new(AccountId, DisplayName, Settings ?? default);
+    public ConnectorContext ToContext() =>
+        new(AccountId, DisplayName, Settings is null ? default : JsonDocument.Parse(Settings).RootElement.Clone());
 }
 
-/// <summary>A lease on an account's live side: the silo holding it and the fencing epoch it was granted with.</summary>
-public sealed record LeaseToken(string Holder, long Epoch);
+/// <summary>
+/// Identifies the worker of one activation of an account: its silo and a value fresh per activation. The grain
+/// refuses a report carrying any other token (<c>stale_epoch</c>), so a worker left over from an older
+/// activation, or from a duplicate during a partition, cannot change the account.
+/// </summary>
+[GenerateSerializer, Immutable, Alias("qrorleans.WorkerToken")]
+public sealed record WorkerToken([property: Id(0)] string Silo, [property: Id(1)] string Activation);
 
 /// <summary>The pairing ceremony in progress. <see cref="Attempt"/> numbers ceremonies so a late write of an old one is ignored.</summary>
-public sealed record PairingTask(long Attempt, int Cycle, int MaxCycles, int QrTtlSeconds, DateTimeOffset Deadline, bool Scanned);
+[GenerateSerializer, Immutable, Alias("qrorleans.PairingTask")]
+public sealed record PairingTask(
+    [property: Id(0)] long Attempt,
+    [property: Id(1)] int Cycle,
+    [property: Id(2)] int MaxCycles,
+    [property: Id(3)] int QrTtlSeconds,
+    [property: Id(4)] DateTimeOffset Deadline,
+    [property: Id(5)] bool Scanned);
 
-/// <summary>What the lease holder needs to drive an account: the state, the sealed credentials, what is due.</summary>
-/// <param name="CheckDue">A reminder asked for a health check (health interval, backoff retry, cool-down end).</param>
+/// <summary>What the worker needs to drive an account: the state, the sealed credentials, what is due.</summary>
+/// <param name="Worker">The token of the current activation's worker: the only one whose reports count.</param>
+/// <param name="CheckDue">A health check is due (health interval, backoff retry, cool-down end, a new activation).</param>
 /// <param name="NotBefore">The platform asked us to wait (rate limited) until then.</param>
+[GenerateSerializer, Immutable, Alias("qrorleans.HostView")]
 public sealed record HostView(
-    string State,
-    long Epoch,
-    string? Holder,
-    ConnectorBinding Connector,
-    string? SealedCredentials,
-    long CredentialGeneration,
-    PairingTask? Pairing,
-    bool CheckDue,
-    DateTimeOffset? NotBefore);
+    [property: Id(0)] string State,
+    [property: Id(1)] WorkerToken Worker,
+    [property: Id(2)] ConnectorBinding Connector,
+    [property: Id(3)] string? SealedCredentials,
+    [property: Id(4)] long CredentialGeneration,
+    [property: Id(5)] PairingTask? Pairing,
+    [property: Id(6)] bool CheckDue,
+    [property: Id(7)] DateTimeOffset? NotBefore);
 
 /// <summary>A classified platform failure, as the grain records it.</summary>
-public sealed record PlatformFailure(ErrorClass Class, string Code, string Message, DateTimeOffset? Until = null, TimeSpan? RetryAfter = null)
+[GenerateSerializer, Immutable, Alias("qrorleans.PlatformFailure")]
+public sealed record PlatformFailure(
+    [property: Id(0)] ErrorClass Class,
+    [property: Id(1)] string Code,
+    [property: Id(2)] string Message,
+    [property: Id(3)] DateTimeOffset? Until = null,
+    [property: Id(4)] TimeSpan? RetryAfter = null)
 {
     public static PlatformFailure From(PlatformException e) => new(e.Class, e.Code, e.Message, e.Until, e.RetryAfter);
 
@@ -109,75 +169,128 @@ public sealed record PlatformFailure(ErrorClass Class, string Code, string Messa
 }
 
 /// <summary>Permission for one send: the budget token is spent; the caller unseals and calls the platform.</summary>
-public sealed record SendGrant(ConnectorBinding Connector, string SealedCredentials, long CredentialGeneration);
+[GenerateSerializer, Immutable, Alias("qrorleans.SendGrant")]
+public sealed record SendGrant([property: Id(0)] ConnectorBinding Connector, [property: Id(1)] string SealedCredentials, [property: Id(2)] long CredentialGeneration);
 
 /// <summary>What DELETE needs for its best-effort logout; the account itself is already unlinked.</summary>
-public sealed record UnlinkResult(ConnectorBinding Connector, string? SealedCredentials);
+[GenerateSerializer, Immutable, Alias("qrorleans.UnlinkResult")]
+public sealed record UnlinkResult([property: Id(0)] ConnectorBinding Connector, [property: Id(1)] string? SealedCredentials);
 
 /// <summary>
-/// A linked account of the agent fleet (ARCHITECTURE.md, Linked account). Operator calls come from the gateway;
-/// calls taking a <see cref="LeaseToken"/> come from the node holding the account's lease and are refused with
-/// <c>stale_epoch</c> once a newer lease holder has written.
+/// A linked account of the agent fleet (ARCHITECTURE.md, Linked account). Its activation is the one holder of
+/// the live platform connection: it runs a worker (pairing loop, health checks) outside its turns, and the
+/// worker reports back through the calls taking a <see cref="WorkerToken"/>, refused with <c>stale_epoch</c>
+/// when the token is not the current activation's. Operator calls come from the gateway.
 /// </summary>
-public interface ILinkedAccountGrain : IGrain
+[Alias("qrorleans.ILinkedAccountGrain")]
+public interface ILinkedAccountGrain : IGrainWithStringKey
 {
     // operator
-    Task<AccountConfigured> ConfigureAsync(AccountSettings settings, CancellationToken ct);
 
-    Task<AccountView?> GetAsync(CancellationToken ct);
+    [Alias("Configure")]
+    Task<AccountConfigured> ConfigureAsync(AccountSettings settings, CancellationToken ct = default);
 
-    Task<AccountView> RequestPairingAsync(CancellationToken ct);
+    [Alias("Get")]
+    Task<AccountView?> GetAsync(CancellationToken ct = default);
 
-    Task<AccountView> StopAsync(CancellationToken ct);
+    /// <summary>The QR the owner should see now (the owner inbox), or null when not pairing or between codes.</summary>
+    [Alias("GetOwnerQr")]
+    Task<OwnerQr?> GetOwnerQrAsync(CancellationToken ct = default);
 
-    Task<AccountView> StartAsync(CancellationToken ct);
+    [Alias("RequestPairing")]
+    Task<AccountView> RequestPairingAsync(CancellationToken ct = default);
+
+    [Alias("Stop")]
+    Task<AccountView> StopAsync(CancellationToken ct = default);
+
+    [Alias("Start")]
+    Task<AccountView> StartAsync(CancellationToken ct = default);
 
     /// <summary>Spends one token of the rate budget if the account may send now.</summary>
-    Task<SendGrant> BeginSendAsync(CancellationToken ct);
+    [Alias("BeginSend")]
+    Task<SendGrant> BeginSendAsync(CancellationToken ct = default);
 
     /// <summary>Records a failed send; returns the refusal to answer the sender with.</summary>
-    Task<GrainException> SendFailedAsync(long credentialGeneration, PlatformFailure failure, CancellationToken ct);
+    [Alias("SendFailed")]
+    Task<GrainException> SendFailedAsync(long credentialGeneration, PlatformFailure failure, CancellationToken ct = default);
 
-    Task<string> GetSealedCredentialsAsync(CancellationToken ct);
+    [Alias("GetSealedCredentials")]
+    Task<string> GetSealedCredentialsAsync(CancellationToken ct = default);
 
     /// <summary>
     /// Key rotation: re-seals the stored credentials under the vault's current key. False when there is nothing
     /// to do (no credentials, or already under the current key); an unreadable value throws and changes nothing.
     /// </summary>
-    Task<bool> ResealCredentialsAsync(CancellationToken ct);
+    [Alias("ResealCredentials")]
+    Task<bool> ResealCredentialsAsync(CancellationToken ct = default);
 
     /// <summary>The platform binding for an import's health check; refused while cooling down.</summary>
-    Task<ConnectorBinding> BeginImportAsync(CancellationToken ct);
+    [Alias("BeginImport")]
+    Task<ConnectorBinding> BeginImportAsync(CancellationToken ct = default);
 
     /// <summary>Seals and stores imported credentials; <paramref name="check"/> is the failure of their health check, if any.</summary>
-    Task<AccountView> CompleteImportAsync(string credentials, PlatformFailure? check, CancellationToken ct);
+    [Alias("CompleteImport")]
+    Task<AccountView> CompleteImportAsync(string credentials, PlatformFailure? check, CancellationToken ct = default);
 
     /// <summary>Wipes credentials and removes the account once its last notices are handed to the outbox.</summary>
-    Task<UnlinkResult> UnlinkAsync(CancellationToken ct);
+    [Alias("Unlink")]
+    Task<UnlinkResult> UnlinkAsync(CancellationToken ct = default);
 
-    // lease holder
-    Task<HostView?> AttachAsync(LeaseToken lease, CancellationToken ct);
+    // recovery
 
-    Task DetachAsync(LeaseToken lease, CancellationToken ct);
+    /// <summary>
+    /// Activates the account if it is not active, so that an account needing a live connection gets one (its
+    /// silo died, the cluster restarted). Cheap when it is already active; changes nothing.
+    /// </summary>
+    [Alias("EnsureLive")]
+    Task EnsureLiveAsync(CancellationToken ct = default);
 
-    Task<HostView?> GetHostViewAsync(CancellationToken ct);
+    // the activation's worker
+
+    [Alias("GetHostView")]
+    Task<HostView?> GetHostViewAsync(CancellationToken ct = default);
 
     /// <summary>A new QR code of the ceremony; returns its cycle number and relays it to the owner.</summary>
-    Task<int> PairingCodeIssuedAsync(LeaseToken lease, long attempt, string qrContent, DateTimeOffset expiresAt, CancellationToken ct);
+    [Alias("PairingCodeIssued")]
+    Task<int> PairingCodeIssuedAsync(WorkerToken worker, long attempt, string qrContent, DateTimeOffset expiresAt, CancellationToken ct = default);
 
-    Task PairingScannedAsync(LeaseToken lease, long attempt, int cycle, string? numberMatch, CancellationToken ct);
+    [Alias("PairingScanned")]
+    Task PairingScannedAsync(WorkerToken worker, long attempt, int cycle, string? numberMatch, CancellationToken ct = default);
 
-    Task PairingConfirmedAsync(LeaseToken lease, long attempt, string credentials, CancellationToken ct);
+    [Alias("PairingConfirmed")]
+    Task PairingConfirmedAsync(WorkerToken worker, long attempt, string credentials, CancellationToken ct = default);
 
-    Task PairingTimedOutAsync(LeaseToken lease, long attempt, CancellationToken ct);
+    [Alias("PairingTimedOut")]
+    Task PairingTimedOutAsync(WorkerToken worker, long attempt, CancellationToken ct = default);
 
-    /// <summary>A failure while pairing. Returns when the holder may try again, or null when the ceremony ended.</summary>
-    Task<DateTimeOffset?> PairingFailedAsync(LeaseToken lease, long attempt, PlatformFailure failure, CancellationToken ct);
+    /// <summary>A failure while pairing. Returns when the worker may try again, or null when the ceremony ended.</summary>
+    [Alias("PairingFailed")]
+    Task<DateTimeOffset?> PairingFailedAsync(WorkerToken worker, long attempt, PlatformFailure failure, CancellationToken ct = default);
 
     /// <param name="credentials">Plaintext credentials to (re)seal: rotated by the platform, or sealed under an old key.</param>
-    Task HealthyAsync(LeaseToken lease, long credentialGeneration, string? credentials, CancellationToken ct);
+    [Alias("Healthy")]
+    Task HealthyAsync(WorkerToken worker, long credentialGeneration, string? credentials, CancellationToken ct = default);
 
-    Task HealthFailedAsync(LeaseToken lease, long credentialGeneration, PlatformFailure failure, CancellationToken ct);
+    [Alias("HealthFailed")]
+    Task HealthFailedAsync(WorkerToken worker, long credentialGeneration, PlatformFailure failure, CancellationToken ct = default);
+}
+
+/// <summary>
+/// Every account of the fleet (key <see cref="AccountStreams.Directory"/>): what GET /v1/accounts lists, and what
+/// each silo wakes when a silo dies, so that accounts held there come back on a survivor at once.
+/// </summary>
+[Alias("qrorleans.IAccountDirectoryGrain")]
+public interface IAccountDirectoryGrain : IGrainWithStringKey
+{
+    [Alias("Add")]
+    Task AddAsync(string accountId, CancellationToken ct = default);
+
+    [Alias("Remove")]
+    Task RemoveAsync(string accountId, CancellationToken ct = default);
+
+    /// <summary>Account ids in order.</summary>
+    [Alias("List")]
+    Task<IReadOnlyList<string>> ListAsync(CancellationToken ct = default);
 }
 
 public static class WebhookEvents
@@ -193,7 +306,8 @@ public static class WebhookEvents
     public const string AccountUnlinked = "account.unlinked";
 }
 
-// Webhook bodies (API.md, Owner webhooks). Every body names its event, account and time.
+// Webhook bodies (API.md, Owner webhooks). Every body names its event, account and time. They are serialized to
+// JSON inside the account grain and travel as the notice's body string.
 
 public sealed record PairingQrEvent(
     string Event, string AccountId, DateTimeOffset At, int Cycle, int MaxCycles, DateTimeOffset ExpiresAt, string Caption, string QrUrl, string QrPngBase64);
@@ -207,26 +321,45 @@ public sealed record AccountEvent(
     DateTimeOffset? Until = null, DateTimeOffset? LinkedAt = null);
 
 /// <summary>Where an account's owner webhooks go and the secret they are signed with.</summary>
-public sealed record WebhookTarget(string Url, string Secret);
+[GenerateSerializer, Immutable, Alias("qrorleans.WebhookTarget")]
+public sealed record WebhookTarget([property: Id(0)] string Url, [property: Id(1)] string Secret);
 
 /// <summary>
 /// One owner notice, made in the account's turn. <see cref="Seq"/> counts the notices of one incarnation of the
 /// account, so handing notices to the outbox again (at-least-once) never enqueues one twice.
 /// </summary>
-public sealed record WebhookNotice(string Incarnation, long Seq, string DeliveryId, string Event, string Body, DateTimeOffset CreatedAt);
+[GenerateSerializer, Immutable, Alias("qrorleans.WebhookNotice")]
+public sealed record WebhookNotice(
+    [property: Id(0)] string Incarnation,
+    [property: Id(1)] long Seq,
+    [property: Id(2)] string DeliveryId,
+    [property: Id(3)] string Event,
+    [property: Id(4)] string Body,
+    [property: Id(5)] DateTimeOffset CreatedAt);
 
-public sealed record OutboxStatus(int Pending, long Delivered, string? HeadEvent, int HeadAttempts, string? HeadLastError);
+[GenerateSerializer, Immutable, Alias("qrorleans.OutboxStatus")]
+public sealed record OutboxStatus(
+    [property: Id(0)] int Pending, [property: Id(1)] long Delivered, [property: Id(2)] string? HeadEvent, [property: Id(3)] int HeadAttempts,
+    [property: Id(4)] string? HeadLastError);
 
-/// <summary>An account's owner-webhook deliveries: in order, one in flight, retried with backoff on durable reminders.</summary>
-public interface IOutboxGrain : IGrain
+/// <summary>An account's owner-webhook deliveries: in order, one in flight, retried with backoff (timers, and a durable reminder).</summary>
+[Alias("qrorleans.IOutboxGrain")]
+public interface IOutboxGrain : IGrainWithStringKey
 {
     /// <summary>Appends notices not accepted before (idempotent) and sends future deliveries to <paramref name="target"/>.</summary>
-    Task AcceptAsync(WebhookTarget target, IReadOnlyList<WebhookNotice> notices, CancellationToken ct);
+    [Alias("Accept")]
+    Task AcceptAsync(WebhookTarget target, IReadOnlyList<WebhookNotice> notices, CancellationToken ct = default);
 
     /// <summary>The account is gone: forget the outbox once its queue is drained.</summary>
-    Task RetireAsync(CancellationToken ct);
+    [Alias("Retire")]
+    Task RetireAsync(CancellationToken ct = default);
 
-    Task<OutboxStatus> GetStatusAsync(CancellationToken ct);
+    /// <summary>Activates the outbox so that pending deliveries go out (after a restart); changes nothing.</summary>
+    [Alias("Resume")]
+    Task ResumeAsync(CancellationToken ct = default);
+
+    [Alias("GetStatus")]
+    Task<OutboxStatus> GetStatusAsync(CancellationToken ct = default);
 }
 
 /// <summary>A connector may check its account's <c>connector</c> settings when the operator PUTs them.</summary>
@@ -274,6 +407,7 @@ public static class AccountErrors
     public static GrainException NoCredentials(string state) =>
         new("no_credentials", 409, "No credentials", $"The account is {state} and holds no credentials.");
 
-    public static GrainException StaleEpoch(long epoch, long current) =>
-        new("stale_epoch", 409, "Lease lost", $"A write with lease epoch {epoch} was refused: epoch {current} holds the account now.");
+    /// <summary>A report from a worker that is not the current activation's; that worker stops.</summary>
+    public static GrainException StaleWorker() =>
+        new("stale_epoch", 409, "Not the current holder", "The report came from a worker of an older activation of this account; it was refused.");
 }

@@ -1,5 +1,3 @@
-using QrOrleans.Runtime;
-
 namespace QrOrleans.Audit;
 
 /// <summary>What happened, in the words the user's "Recent sign-ins and devices" list and the operator's query use.</summary>
@@ -33,30 +31,29 @@ public static class AuditActions
 /// <param name="Client">The client that acted or that is being linked: "Firefox on Linux (browser)", "Chrome 120 on Android".</param>
 /// <param name="DeviceId">The device concerned (linked, revoked), if any.</param>
 /// <param name="SessionId">The QR session concerned, if any (the id alone grants nothing).</param>
+[GenerateSerializer, Immutable, Alias("qrorleans.AuditEntry")]
 public sealed record AuditEntry(
-    DateTimeOffset At,
-    string Action,
-    string Ip,
-    string? Client = null,
-    string? ActorDeviceId = null,
-    string? DeviceId = null,
-    string? SessionId = null,
-    string? Detail = null);
+    [property: Id(0)] DateTimeOffset At,
+    [property: Id(1)] string Action,
+    [property: Id(2)] string Ip,
+    [property: Id(3)] string? Client = null,
+    [property: Id(4)] string? ActorDeviceId = null,
+    [property: Id(5)] string? DeviceId = null,
+    [property: Id(6)] string? SessionId = null,
+    [property: Id(7)] string? Detail = null);
 
 /// <summary>
 /// The audit trail of one user (key = user id): appended to by the gateway after each successful QR or device
 /// transition, kept for a configured time and bounded in size.
 /// </summary>
-public interface IAuditGrain : IGrain
+[Alias("qrorleans.IAuditGrain")]
+public interface IAuditGrain : IGrainWithStringKey
 {
     /// <summary>Appends the entry (stamped with the grain's clock) and drops entries past retention or over the bound.</summary>
-    Task<AuditEntry> AppendAsync(AuditEntry entry, CancellationToken ct);
+    [Alias("Append")]
+    Task<AuditEntry> AppendAsync(AuditEntry entry, CancellationToken ct = default);
 
     /// <summary>Entries with <paramref name="from"/> ≤ At &lt; <paramref name="to"/> (either open), newest first, at most <paramref name="max"/>.</summary>
-    Task<IReadOnlyList<AuditEntry>> ListAsync(DateTimeOffset? from, DateTimeOffset? to, int max, CancellationToken ct);
-}
-
-public static class AuditGrainTypes
-{
-    public const string Audit = "audit";
+    [Alias("List")]
+    Task<IReadOnlyList<AuditEntry>> ListAsync(DateTimeOffset? from, DateTimeOffset? to, int max, CancellationToken ct = default);
 }

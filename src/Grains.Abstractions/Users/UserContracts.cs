@@ -1,69 +1,119 @@
-using QrOrleans.Runtime;
-
 namespace QrOrleans.Users;
 
-public sealed record UserView(string Id, string Username, string DisplayName, DateTimeOffset CreatedAt);
+[GenerateSerializer, Immutable, Alias("qrorleans.UserView")]
+public sealed record UserView(
+    [property: Id(0)] string Id,
+    [property: Id(1)] string Username,
+    [property: Id(2)] string DisplayName,
+    [property: Id(3)] DateTimeOffset CreatedAt);
 
+[GenerateSerializer, Immutable, Alias("qrorleans.DeviceView")]
 public sealed record DeviceView(
-    string Id, string Name, string Kind, DateTimeOffset CreatedAt, DateTimeOffset LastSeenAt, string Ip, bool Revoked);
+    [property: Id(0)] string Id,
+    [property: Id(1)] string Name,
+    [property: Id(2)] string Kind,
+    [property: Id(3)] DateTimeOffset CreatedAt,
+    [property: Id(4)] DateTimeOffset LastSeenAt,
+    [property: Id(5)] string Ip,
+    [property: Id(6)] bool Revoked);
 
 /// <summary>A new refresh token (plaintext, returned once; only its hash is stored) for a device.</summary>
-public sealed record DeviceSession(UserView User, DeviceView Device, string RefreshToken);
+[GenerateSerializer, Immutable, Alias("qrorleans.DeviceSession")]
+public sealed record DeviceSession(
+    [property: Id(0)] UserView User,
+    [property: Id(1)] DeviceView Device,
+    [property: Id(2)] string RefreshToken);
 
-public sealed record NewDevice(string DeviceId, string Name, string Kind, string Ip);
+[GenerateSerializer, Immutable, Alias("qrorleans.NewDevice")]
+public sealed record NewDevice(
+    [property: Id(0)] string DeviceId,
+    [property: Id(1)] string Name,
+    [property: Id(2)] string Kind,
+    [property: Id(3)] string Ip);
 
-public interface IUserGrain : IGrain
+/// <summary>A device and the user it belongs to.</summary>
+[GenerateSerializer, Immutable, Alias("qrorleans.OwnedDevice")]
+public sealed record OwnedDevice([property: Id(0)] DeviceView Device, [property: Id(1)] string UserId);
+
+/// <summary>A device's new refresh token (plaintext, handed out once), with the device and its user.</summary>
+[GenerateSerializer, Immutable, Alias("qrorleans.IssuedRefreshToken")]
+public sealed record IssuedRefreshToken(
+    [property: Id(0)] DeviceView Device,
+    [property: Id(1)] string UserId,
+    [property: Id(2)] string RefreshToken);
+
+[Alias("qrorleans.IUserGrain")]
+public interface IUserGrain : IGrainWithStringKey
 {
-    Task<UserView> CreateAsync(string username, string displayName, CancellationToken ct);
+    [Alias("Create")]
+    Task<UserView> CreateAsync(string username, string displayName, CancellationToken ct = default);
 
-    Task<UserView?> GetAsync(CancellationToken ct);
+    [Alias("Get")]
+    Task<UserView?> GetAsync(CancellationToken ct = default);
 
     /// <summary>Adds a device (idempotent on DeviceId: a retry returns a fresh refresh token for it).</summary>
-    Task<DeviceSession> AddDeviceAsync(NewDevice device, CancellationToken ct);
+    [Alias("AddDevice")]
+    Task<DeviceSession> AddDeviceAsync(NewDevice device, CancellationToken ct = default);
 
-    Task<IReadOnlyList<DeviceView>> ListDevicesAsync(CancellationToken ct);
+    [Alias("ListDevices")]
+    Task<IReadOnlyList<DeviceView>> ListDevicesAsync(CancellationToken ct = default);
 
-    Task RevokeDeviceAsync(string deviceId, CancellationToken ct);
+    [Alias("RevokeDevice")]
+    Task RevokeDeviceAsync(string deviceId, CancellationToken ct = default);
 
     /// <summary>Rotates a refresh token. Replaying a rotated one revokes the device.</summary>
-    Task<DeviceSession> RefreshAsync(string deviceId, string secret, string ip, CancellationToken ct);
-
-    /// <summary>True while the device exists and is not revoked; a read, cheap, used on every bearer call.</summary>
-    Task<bool> IsDeviceActiveAsync(string deviceId, CancellationToken ct);
+    [Alias("Refresh")]
+    Task<DeviceSession> RefreshAsync(string deviceId, string secret, string ip, CancellationToken ct = default);
 }
 
 /// <summary>Unique username → user id.</summary>
-public interface IUsernameGrain : IGrain
+[Alias("qrorleans.IUsernameGrain")]
+public interface IUsernameGrain : IGrainWithStringKey
 {
     /// <summary>Reserves the name for the user id, or throws username_taken.</summary>
-    Task ReserveAsync(string userId, CancellationToken ct);
+    [Alias("Reserve")]
+    Task ReserveAsync(string userId, CancellationToken ct = default);
 
-    Task<string?> GetUserIdAsync(CancellationToken ct);
+    [Alias("GetUserId")]
+    Task<string?> GetUserIdAsync(CancellationToken ct = default);
 }
 
 /// <summary>The cluster-wide ES256 signing key for access tokens, created on first use.</summary>
-public sealed record SigningKeyMaterial(string KeyId, string PrivateKeyPkcs8Base64, DateTimeOffset CreatedAt);
+[GenerateSerializer, Immutable, Alias("qrorleans.SigningKeyMaterial")]
+public sealed record SigningKeyMaterial(
+    [property: Id(0)] string KeyId,
+    [property: Id(1)] string PrivateKeyPkcs8Base64,
+    [property: Id(2)] DateTimeOffset CreatedAt);
 
-public interface ISigningKeyGrain : IGrain
+[Alias("qrorleans.ISigningKeyGrain")]
+public interface ISigningKeyGrain : IGrainWithStringKey
 {
-    Task<SigningKeyMaterial> GetOrCreateAsync(CancellationToken ct);
+    [Alias("GetOrCreate")]
+    Task<SigningKeyMaterial> GetOrCreateAsync(CancellationToken ct = default);
 }
 
 /// <summary>
 /// One device of a user (key = device id "&lt;userId&gt;-&lt;random&gt;"): its refresh token hash and revocation.
 /// A grain of its own so that a user with many linked devices (an operator's agent fleet) costs nothing extra
-/// on each bearer call, which reads only this small state.
+/// on each bearer call, which asks only this small grain.
 /// </summary>
-public interface IDeviceGrain : IGrain
+[Alias("qrorleans.IDeviceGrain")]
+public interface IDeviceGrain : IGrainWithStringKey
 {
     /// <summary>Creates the device, or (idempotent retry) rotates its refresh token; the plaintext token is returned once.</summary>
-    Task<(DeviceView Device, string RefreshToken)> RegisterAsync(string userId, NewDevice device, CancellationToken ct);
+    [Alias("Register")]
+    Task<IssuedRefreshToken> RegisterAsync(string userId, NewDevice device, CancellationToken ct = default);
 
-    Task<(DeviceView Device, string UserId)?> GetAsync(CancellationToken ct);
+    [Alias("Get")]
+    Task<OwnedDevice?> GetAsync(CancellationToken ct = default);
 
-    Task<(DeviceView Device, string UserId, string RefreshToken)> RefreshAsync(string secret, string ip, CancellationToken ct);
+    [Alias("Refresh")]
+    Task<IssuedRefreshToken> RefreshAsync(string secret, string ip, CancellationToken ct = default);
 
-    Task RevokeAsync(CancellationToken ct);
+    [Alias("Revoke")]
+    Task RevokeAsync(CancellationToken ct = default);
 
-    Task<bool> IsActiveAsync(CancellationToken ct);
+    /// <summary>True while the device exists, belongs to <paramref name="userId"/> and is not revoked: asked on every bearer call.</summary>
+    [Alias("IsActive"), Orleans.Concurrency.ReadOnly]
+    Task<bool> IsActiveAsync(string userId, CancellationToken ct = default);
 }

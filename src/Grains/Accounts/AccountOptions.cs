@@ -6,9 +6,6 @@ public sealed class AccountOptions
     /// <summary>How often a connected account's session is checked.</summary>
     public TimeSpan HealthInterval { get; set; } = TimeSpan.FromMinutes(5);
 
-    /// <summary>Life of an account lease; a dead holder's accounts move to another silo within it. Renewed every third of it.</summary>
-    public TimeSpan LeaseTime { get; set; } = TimeSpan.FromSeconds(15);
-
     /// <summary>First wait after a transient failure; it doubles per failure up to <see cref="RetryMax"/>.</summary>
     public TimeSpan RetryBase { get; set; } = TimeSpan.FromSeconds(5);
 
@@ -37,7 +34,7 @@ public sealed class AccountOptions
 
     public TimeSpan WebhookRetryMax { get; set; } = TimeSpan.FromMinutes(10);
 
-    /// <summary>Must stay below the reminder lease, so that one delivery is never in flight twice.</summary>
+    /// <summary>Longest wait for an owner's webhook to answer; a timeout counts as a failed attempt.</summary>
     public TimeSpan WebhookTimeout { get; set; } = TimeSpan.FromSeconds(5);
 
     /// <summary>Pending deliveries kept per account; past it the oldest waiting ones are dropped.</summary>

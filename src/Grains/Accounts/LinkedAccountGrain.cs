@@ -1,594 +1,535 @@
 using System.Text.Json;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Orleans.Storage;
+using Orleans.Streams;
 using QrOrleans.Accounts;
-using QrOrleans.Runtime;
+using QrOrleans.QrSessions;
 using static QrOrleans.Accounts.AccountStates;
 
 namespace QrOrleans.Grains.Accounts;
 
-/// <summary>One pairing ceremony: which code of how many, until when, and the wall-clock limit.</summary>
-public sealed record PairingRun(
-    long Attempt, int Cycle, int MaxCycles, int QrTtlSeconds, DateTimeOffset? QrExpiresAt, DateTimeOffset Deadline, bool Scanned);
-
-public sealed record LastError(string Code, string Class, DateTimeOffset At, string? Message);
-
-/// <summary>The per-account rate budget: refilled continuously, one token per send.</summary>
-public sealed record TokenBucket(double Tokens, DateTimeOffset UpdatedAt)
-{
-    public TokenBucket Refill(RateBudgetConfig budget, DateTimeOffset now) =>
-        now <= UpdatedAt
-            ? this
-            : new TokenBucket(Math.Min(budget.Capacity, Tokens + (now - UpdatedAt).TotalMinutes * budget.RefillPerMinute), now);
-
-    public TimeSpan UntilNextToken(RateBudgetConfig budget) =>
-        Tokens >= 1 ? TimeSpan.Zero : TimeSpan.FromMinutes((1 - Tokens) / budget.RefillPerMinute);
-}
-
-/// <summary>
-/// Persisted state of a linked account. Credentials are only ever the vault's sealed string. <see cref="Notices"/>
-/// are owner notices made by transitions and not yet handed to the outbox grain (the "handoff" reminder does it).
-/// </summary>
-public sealed record LinkedAccountState
-{
-    public required string State { get; init; }
-    public required DateTimeOffset StateSince { get; init; }
-    public required AccountConfig Config { get; init; }
-
-    /// <summary>Identifies this life of the account; notice sequence numbers count within it.</summary>
-    public required string Incarnation { get; init; }
-
-    public required TokenBucket Bucket { get; init; }
-    public string? SealedCredentials { get; init; }
-
-    /// <summary>Bumped whenever the credentials change, so a late report about older credentials is ignored.</summary>
-    public long CredentialGeneration { get; init; }
-
-    public DateTimeOffset? LinkedAt { get; init; }
-    public PairingRun? Pairing { get; init; }
-    public long PairingAttempts { get; init; }
-    public DateTimeOffset? CooldownUntil { get; init; }
-
-    /// <summary>The platform rate-limited the account: no calls before this.</summary>
-    public DateTimeOffset? NotBefore { get; init; }
-
-    public LastError? LastError { get; init; }
-    public bool CheckDue { get; init; }
-    public int RetryAttempt { get; init; }
-    public DateTimeOffset? DisconnectedSince { get; init; }
-    public bool DisconnectNoticeSent { get; init; }
-
-    /// <summary>The highest lease epoch that wrote here, and its holder (null once it let go).</summary>
-    public long Epoch { get; init; }
-
-    public string? Holder { get; init; }
-    public IReadOnlyList<WebhookNotice> Notices { get; init; } = [];
-    public long NextNoticeSeq { get; init; } = 1;
-}
-
 /// <summary>
 /// A linked account: unlinked → pairing → connected, with pairing_timed_out, transient_disconnect,
 /// cooling_down, bad_credentials and stopped. One method per transition, each checking the state it may start
-/// from. Time lives in durable reminders (pairing limit, health interval, backoff retry, cool-down end); I/O
-/// lives with the lease holder, which learns what is due from the state (<see cref="HostView.CheckDue"/>) and
-/// whose writes carry its lease epoch. Owner notices are made in the same turn as the change they report.
+/// from, one write each. The activation is the one holder of the account's live platform connection: while the
+/// account needs one it runs an <see cref="AccountWorker"/> outside its turns (pairing loop, health checks), stays
+/// active (a keep-alive timer), and keeps a durable "recovery" reminder that brings it back on another silo if
+/// this one dies. Time-driven transitions (pairing limit, health interval, backoff retry, cool-down end) run on a
+/// grain timer and, so that a late timer never lets a caller act past a deadline, at the start of every call.
+/// Owner notices are made in the same write as the change they report and handed to the outbox grain after it.
 /// </summary>
-public sealed class LinkedAccountGrain(
-    GrainId id, IGrainRuntime runtime, IGrainFactory grains, ICredentialVault vault, AccountOptions options)
-    : Grain<LinkedAccountState>(id, runtime), ILinkedAccountGrain, IRemindable
+public sealed partial class LinkedAccountGrain(
+    [PersistentState("account", OrleansNames.Storage)] IPersistentState<LinkedAccountDocument> state,
+    ICredentialVault vault,
+    AccountOptions options,
+    AccountRecoveryOptions recovery,
+    PlatformConnectors connectors,
+    ActivationCensus census,
+    ILocalSiloDetails silo,
+    [FromKeyedServices(OrleansNames.Clock)] TimeProvider time,
+    ILogger<LinkedAccountGrain> log)
+    : Grain, ILinkedAccountGrain, IRemindable
 {
     /// <summary>The state of an account that was deleted but still has notices to hand to its outbox.</summary>
     private const string Deleted = "deleted";
 
-    private const string HealthReminder = "health";
-    private const string RetryReminder = "retry";
-    private const string CooldownReminder = "cooldown";
-    private const string PairingDeadlineReminder = "pairing-deadline";
-    private const string HandoffReminder = "handoff";
+    private const string RecoveryReminder = "recovery";
 
-    private static readonly string[] StateReminders = [HealthReminder, RetryReminder, CooldownReminder, PairingDeadlineReminder];
+    /// <summary>Below any collection age, so that the keep-alive ticks hold a live account in memory.</summary>
+    private static readonly TimeSpan KeepAliveTick = TimeSpan.FromSeconds(20);
+
+    /// <summary>A failed handoff to the outbox is tried again this soon (the reminder is the backstop).</summary>
+    private static readonly TimeSpan HandoffRetry = TimeSpan.FromSeconds(1);
+
+    private WorkerToken _token = null!;
+    private IGrainTimer? _due;
+    private IGrainTimer? _keepAlive;
+    private AccountWorker? _worker;
+    private CancellationTokenSource? _workerStop;
+
+    /// <summary>Whether the recovery reminder is registered, as far as this activation knows (null: not known yet).</summary>
+    private bool? _reminder;
+
+    private string Key => this.GetPrimaryKeyString();
+
+    private DateTimeOffset Now => time.GetUtcNow();
+
+    /// <summary>The account, if it exists (a deleted one waiting for its notices to go does not).</summary>
+    private LinkedAccountState? Live => state.State.Account is { State: not Deleted } s ? s : null;
+
+    // ---- activation ----
+
+    public override async Task OnActivateAsync(CancellationToken cancellationToken)
+    {
+        _token = new WorkerToken(silo.SiloAddress.ToString(), Secrets.NewHexId(8));
+        _due = this.RegisterGrainTimer(OnDueAsync, new GrainTimerCreationOptions(Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan));
+        if (Live is { State: Connected, CheckDue: false } s)
+        {
+            // A new holder checks a connected account's session at once instead of at the next interval.
+            await CommitAsync(s with { CheckDue = true, CheckAt = null }, publish: false).ConfigureAwait(true);
+            return;
+        }
+        await AfterChangeAsync().ConfigureAwait(true);
+    }
+
+    public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
+    {
+        StopWorker();
+        census.Report(ActivationCensus.LinkedAccount, Key, null);
+        return Task.CompletedTask;
+    }
 
     // ---- operator ----
 
-    public Task<AccountConfigured> ConfigureAsync(AccountSettings settings, CancellationToken ct) =>
-        Transition<AccountConfigured>(turn =>
+    public async Task<AccountConfigured> ConfigureAsync(AccountSettings settings, CancellationToken ct)
+    {
+        if (Live is not { } existing)
         {
-            if (turn.State is not { State: not Deleted } existing)
+            var tombstone = state.State.Account;
+            if (settings.Platform is null || settings.WebhookUrl is null || settings.WebhookSecret is null)
             {
-                var tombstone = turn.State;
-                if (settings.Platform is null || settings.WebhookUrl is null || settings.WebhookSecret is null)
-                {
-                    return AccountErrors.Validation("platform, owner.webhookUrl and owner.webhookSecret are required to create an account.");
-                }
-                var budget = settings.RateBudget ?? AccountDefaults.RateBudget;
-                var created = new LinkedAccountState
-                {
-                    State = Unlinked,
-                    StateSince = turn.Now,
-                    Config = new AccountConfig(settings.Platform, settings.DisplayName ?? Id.Key,
-                        new OwnerConfig(settings.WebhookUrl, settings.WebhookSecret), budget, settings.Pairing ?? AccountDefaults.Pairing, settings.Connector),
-                    Bucket = new TokenBucket(budget.Capacity, turn.Now),
-                    // A re-created account keeps the notices its deleted self has not handed off yet, and the epoch.
-                    Incarnation = tombstone?.Incarnation ?? Secrets.NewHexId(8),
-                    Notices = tombstone?.Notices ?? [],
-                    NextNoticeSeq = tombstone?.NextNoticeSeq ?? 1,
-                    Epoch = tombstone?.Epoch ?? 0,
-                };
-                return new AccountConfigured(Commit(turn, created), true, Target(created));
+                throw AccountErrors.Validation("platform, owner.webhookUrl and owner.webhookSecret are required to create an account.");
             }
-            var platform = settings.Platform ?? existing.Config.Platform;
-            if (platform != existing.Config.Platform && (existing.SealedCredentials is not null || existing.State == Pairing))
+            var now = Now;
+            var budget = settings.RateBudget ?? AccountDefaults.RateBudget;
+            var created = new LinkedAccountState
             {
-                return AccountErrors.InvalidState(existing.State, $"move to platform '{platform}' (delete it first)");
-            }
-            var old = existing.Config;
-            var config = old with
-            {
-                Platform = platform,
-                DisplayName = settings.DisplayName ?? old.DisplayName,
-                Owner = new OwnerConfig(settings.WebhookUrl ?? old.Owner.WebhookUrl, settings.WebhookSecret ?? old.Owner.WebhookSecret),
-                RateBudget = settings.RateBudget ?? old.RateBudget,
-                Pairing = settings.Pairing ?? old.Pairing,
-                Connector = settings.Connector ?? (platform == old.Platform ? old.Connector : null),
+                State = Unlinked,
+                StateSince = now,
+                Config = new AccountConfig(settings.Platform, settings.DisplayName ?? Key,
+                    new OwnerConfig(settings.WebhookUrl, settings.WebhookSecret), budget, settings.Pairing ?? AccountDefaults.Pairing, settings.Connector),
+                Bucket = new TokenBucket(budget.Capacity, now),
+                // A re-created account keeps the notices its deleted self has not handed off yet.
+                Incarnation = tombstone?.Incarnation ?? Secrets.NewHexId(8),
+                Notices = tombstone?.Notices ?? [],
+                NextNoticeSeq = tombstone?.NextNoticeSeq ?? 1,
             };
-            var bucket = existing.Bucket.Refill(old.RateBudget, turn.Now);
-            var s = existing with { Config = config, Bucket = bucket with { Tokens = Math.Min(bucket.Tokens, config.RateBudget.Capacity) } };
-            return new AccountConfigured(Commit(turn, s), false, Target(s));
-        }, ct);
+            // Listed first: an account that exists is always in the directory (a listed one that does not is skipped).
+            await Directory.AddAsync(Key, ct).ConfigureAwait(true);
+            return new AccountConfigured(await CommitAsync(created).ConfigureAwait(true), true, Target(created));
+        }
+        var platform = settings.Platform ?? existing.Config.Platform;
+        if (platform != existing.Config.Platform && (existing.SealedCredentials is not null || existing.State == Pairing))
+        {
+            throw AccountErrors.InvalidState(existing.State, $"move to platform '{platform}' (delete it first)");
+        }
+        var old = existing.Config;
+        var config = old with
+        {
+            Platform = platform,
+            DisplayName = settings.DisplayName ?? old.DisplayName,
+            Owner = new OwnerConfig(settings.WebhookUrl ?? old.Owner.WebhookUrl, settings.WebhookSecret ?? old.Owner.WebhookSecret),
+            RateBudget = settings.RateBudget ?? old.RateBudget,
+            Pairing = settings.Pairing ?? old.Pairing,
+            Connector = settings.Connector ?? (platform == old.Platform ? old.Connector : null),
+        };
+        var bucket = existing.Bucket.Refill(old.RateBudget, Now);
+        var s = existing with { Config = config, Bucket = bucket with { Tokens = Math.Min(bucket.Tokens, config.RateBudget.Capacity) } };
+        return new AccountConfigured(await CommitAsync(s).ConfigureAwait(true), false, Target(s));
+    }
 
     public async Task<AccountView?> GetAsync(CancellationToken ct) =>
-        await ReadAsync(ct).ConfigureAwait(false) is { State.State: not Deleted } r ? View(r.State, r.Version, Runtime.Time.GetUtcNow()) : null;
+        Live is null ? null : View(await RequireAsync().ConfigureAwait(true));
 
-    public Task<AccountView> RequestPairingAsync(CancellationToken ct) =>
-        Transition<AccountView>(turn =>
-        {
-            var s = CatchUp(turn, Require(turn));
-            switch (s.State)
-            {
-                case Pairing:
-                    return Commit(turn, s); // already running: asking again changes nothing
-                case CoolingDown:
-                    return AccountErrors.CoolingDown(s.CooldownUntil!.Value);
-                case Connected or TransientDisconnect:
-                    return AccountErrors.InvalidState(s.State, "pair (delete it first to link it anew)");
-            }
-            var p = s.Config.Pairing;
-            var attempt = s.PairingAttempts + 1;
-            var deadline = turn.Now + TimeSpan.FromSeconds((double)p.MaxCycles * p.QrTtlSeconds) + options.PairingSlack;
-            var run = new PairingRun(attempt, 0, p.MaxCycles, p.QrTtlSeconds, null, deadline, false);
-            return Commit(turn, Enter(turn, s with { Pairing = run, PairingAttempts = attempt, LastError = null }, Pairing));
-        }, ct);
+    public async Task<OwnerQr?> GetOwnerQrAsync(CancellationToken ct) =>
+        Live is null ? null : CurrentQr(await RequireAsync().ConfigureAwait(true));
 
-    public Task<AccountView> StopAsync(CancellationToken ct) =>
-        Transition<AccountView>(turn =>
+    public async Task<AccountView> RequestPairingAsync(CancellationToken ct)
+    {
+        var s = await RequireAsync().ConfigureAwait(true);
+        switch (s.State)
         {
-            var s = Require(turn);
-            if (s.State == Stopped)
-            {
-                return View(s, turn.Version, turn.Now);
-            }
-            // A cool-down in progress is kept: starting again must not call the platform before its end.
-            s = WithdrawQr(turn, s);
-            return Commit(turn, Enter(turn, s with { CooldownUntil = s.State == CoolingDown ? s.CooldownUntil : null }, Stopped));
-        }, ct);
+            case Pairing:
+                return View(s); // already running: asking again changes nothing
+            case CoolingDown:
+                throw AccountErrors.CoolingDown(s.CooldownUntil!.Value);
+            case Connected or TransientDisconnect:
+                throw AccountErrors.InvalidState(s.State, "pair (delete it first to link it anew)");
+        }
+        var p = s.Config.Pairing;
+        var attempt = s.PairingAttempts + 1;
+        var deadline = Now + TimeSpan.FromSeconds((double)p.MaxCycles * p.QrTtlSeconds) + options.PairingSlack;
+        var run = new PairingRun(attempt, 0, p.MaxCycles, p.QrTtlSeconds, null, deadline, false);
+        return await CommitAsync(Enter(s with { Pairing = run, PairingAttempts = attempt, LastError = null }, Pairing)).ConfigureAwait(true);
+    }
 
-    public Task<AccountView> StartAsync(CancellationToken ct) =>
-        Transition<AccountView>(turn =>
+    public async Task<AccountView> StopAsync(CancellationToken ct)
+    {
+        var s = await RequireAsync().ConfigureAwait(true);
+        if (s.State == Stopped)
         {
-            var s = Require(turn);
-            if (s.State != Stopped)
-            {
-                return AccountErrors.InvalidState(s.State, "start");
-            }
-            if (s.CooldownUntil > turn.Now)
-            {
-                return Commit(turn, Enter(turn, s, CoolingDown));
-            }
-            s = s with { CooldownUntil = null };
-            return Commit(turn, s.SealedCredentials is null ? Enter(turn, s, Unlinked) : Enter(turn, s, Connected) with { CheckDue = true });
-        }, ct);
+            return View(s);
+        }
+        // A cool-down in progress is kept: starting again must not call the platform before its end.
+        s = WithdrawQr(s);
+        return await CommitAsync(Enter(s with { CooldownUntil = s.State == CoolingDown ? s.CooldownUntil : null }, Stopped)).ConfigureAwait(true);
+    }
 
-    public Task<SendGrant> BeginSendAsync(CancellationToken ct) =>
-        Transition<SendGrant>(turn =>
+    public async Task<AccountView> StartAsync(CancellationToken ct)
+    {
+        var s = await RequireAsync().ConfigureAwait(true);
+        if (s.State != Stopped)
         {
-            var s = CatchUp(turn, Require(turn));
-            if (s.State == CoolingDown)
-            {
-                return AccountErrors.CoolingDown(s.CooldownUntil!.Value);
-            }
-            if (s.State != Connected)
-            {
-                return AccountErrors.NotConnected(s.State);
-            }
-            if (s.NotBefore > turn.Now)
-            {
-                return AccountErrors.PlatformRateLimited(s.NotBefore.Value);
-            }
-            var bucket = s.Bucket.Refill(s.Config.RateBudget, turn.Now);
-            if (bucket.Tokens < 1)
-            {
-                return AccountErrors.RateBudgetExhausted(turn.Now + bucket.UntilNextToken(s.Config.RateBudget));
-            }
-            // A budget change alone is not news to watchers: saved, not published.
-            turn.State = s with { Bucket = bucket with { Tokens = bucket.Tokens - 1 } };
-            return new SendGrant(Binding(s), s.SealedCredentials!, s.CredentialGeneration);
-        }, ct);
+            throw AccountErrors.InvalidState(s.State, "start");
+        }
+        if (s.CooldownUntil > Now)
+        {
+            return await CommitAsync(Enter(s, CoolingDown)).ConfigureAwait(true);
+        }
+        s = s with { CooldownUntil = null };
+        return await CommitAsync(s.SealedCredentials is null ? Enter(s, Unlinked) : Enter(s, Connected) with { CheckDue = true, CheckAt = null })
+            .ConfigureAwait(true);
+    }
 
-    public Task<GrainException> SendFailedAsync(long credentialGeneration, PlatformFailure failure, CancellationToken ct) =>
-        Transition<GrainException>(turn =>
+    public async Task<SendGrant> BeginSendAsync(CancellationToken ct)
+    {
+        var s = await RequireAsync().ConfigureAwait(true);
+        var now = Now;
+        if (s.State == CoolingDown)
         {
-            var s = Require(turn);
-            if (s.CredentialGeneration != credentialGeneration || s.State is not (Connected or TransientDisconnect))
-            {
-                return new Outcome<GrainException>(Answer(failure, turn.Now), null); // the account moved on meanwhile: change nothing
-            }
-            var (next, answer) = Classify(turn, s, failure);
-            Commit(turn, next);
-            return new Outcome<GrainException>(answer, null);
-        }, ct);
+            throw AccountErrors.CoolingDown(s.CooldownUntil!.Value);
+        }
+        if (s.State != Connected)
+        {
+            throw AccountErrors.NotConnected(s.State);
+        }
+        if (s.NotBefore > now)
+        {
+            throw AccountErrors.PlatformRateLimited(s.NotBefore.Value);
+        }
+        var bucket = s.Bucket.Refill(s.Config.RateBudget, now);
+        if (bucket.Tokens < 1)
+        {
+            throw AccountErrors.RateBudgetExhausted(now + bucket.UntilNextToken(s.Config.RateBudget));
+        }
+        // A budget change alone is not news to watchers: saved, not published.
+        await CommitAsync(s with { Bucket = bucket with { Tokens = bucket.Tokens - 1 } }, publish: false).ConfigureAwait(true);
+        return new SendGrant(Binding(s), s.SealedCredentials!, s.CredentialGeneration);
+    }
+
+    public async Task<GrainException> SendFailedAsync(long credentialGeneration, PlatformFailure failure, CancellationToken ct)
+    {
+        var s = await RequireAsync().ConfigureAwait(true);
+        if (s.CredentialGeneration != credentialGeneration || s.State is not (Connected or TransientDisconnect))
+        {
+            return Answer(failure, Now); // the account moved on meanwhile: change nothing
+        }
+        var (next, answer) = Classify(s, failure);
+        await CommitAsync(next).ConfigureAwait(true);
+        return answer;
+    }
 
     public async Task<string> GetSealedCredentialsAsync(CancellationToken ct)
     {
-        var s = await RequireReadAsync(ct).ConfigureAwait(false);
+        var s = await RequireAsync().ConfigureAwait(true);
         return s.SealedCredentials ?? throw AccountErrors.NoCredentials(s.State);
     }
 
-    public Task<bool> ResealCredentialsAsync(CancellationToken ct) =>
-        Transition<bool>(turn =>
+    public async Task<bool> ResealCredentialsAsync(CancellationToken ct)
+    {
+        if (Live is not { SealedCredentials: { } sealedValue } s || !vault.NeedsResealing(sealedValue))
         {
-            if (turn.State is not { SealedCredentials: { } sealedValue } s || !vault.NeedsResealing(sealedValue))
-            {
-                return false;
-            }
-            // The plaintext exists only inside this turn; what is stored is the new sealed string.
-            turn.State = s with { SealedCredentials = vault.Seal(Id.Key, vault.Unseal(Id.Key, sealedValue)) };
-            return true;
-        }, ct);
+            return false;
+        }
+        // The plaintext exists only inside this call; what is stored is the new sealed string.
+        await CommitAsync(s with { SealedCredentials = vault.Seal(Key, vault.Unseal(Key, sealedValue)) }, publish: false).ConfigureAwait(true);
+        return true;
+    }
 
     public async Task<ConnectorBinding> BeginImportAsync(CancellationToken ct)
     {
-        var s = await RequireReadAsync(ct).ConfigureAwait(false);
-        if (s.State == CoolingDown && s.CooldownUntil > Runtime.Time.GetUtcNow())
+        var s = await RequireAsync().ConfigureAwait(true);
+        if (s.State == CoolingDown)
         {
-            throw AccountErrors.CoolingDown(s.CooldownUntil.Value);
+            throw AccountErrors.CoolingDown(s.CooldownUntil!.Value);
         }
         return Binding(s);
     }
 
-    public Task<AccountView> CompleteImportAsync(string credentials, PlatformFailure? check, CancellationToken ct) =>
-        Transition<AccountView>(turn =>
+    public async Task<AccountView> CompleteImportAsync(string credentials, PlatformFailure? check, CancellationToken ct)
+    {
+        var s = await RequireAsync().ConfigureAwait(true);
+        if (s.State == CoolingDown)
         {
-            var s = CatchUp(turn, Require(turn));
-            if (s.State == CoolingDown)
-            {
-                return AccountErrors.CoolingDown(s.CooldownUntil!.Value);
-            }
-            s = WithdrawQr(turn, s) with
-            {
-                SealedCredentials = vault.Seal(Id.Key, credentials),
-                CredentialGeneration = s.CredentialGeneration + 1,
-                LinkedAt = turn.Now,
-                LastError = null,
-                NotBefore = null,
-            };
-            s = Enter(turn, Reconnected(s), Connected);
-            if (check is null)
-            {
-                s = Notify(turn, s, WebhookEvents.AccountConnected, new AccountEvent(WebhookEvents.AccountConnected, Id.Key, turn.Now, Connected, LinkedAt: turn.Now));
-            }
-            else
-            {
-                (s, _) = Classify(turn, s, check);
-            }
-            return Commit(turn, s);
-        }, ct);
-
-    public Task<UnlinkResult> UnlinkAsync(CancellationToken ct) =>
-        Transition<UnlinkResult>(turn =>
+            throw AccountErrors.CoolingDown(s.CooldownUntil!.Value);
+        }
+        var now = Now;
+        s = WithdrawQr(s) with
         {
-            var s = Require(turn);
-            var result = new UnlinkResult(Binding(s), s.SealedCredentials);
-            s = WithdrawQr(turn, s) with { SealedCredentials = null, CredentialGeneration = s.CredentialGeneration + 1, LinkedAt = null, CheckDue = false };
-            s = Notify(turn, Enter(turn, s, Deleted), WebhookEvents.AccountUnlinked,
-                new AccountEvent(WebhookEvents.AccountUnlinked, Id.Key, turn.Now, Unlinked));
-            Commit(turn, s);
-            return result;
-        }, ct);
-
-    // ---- lease holder ----
-
-    public Task<HostView?> AttachAsync(LeaseToken lease, CancellationToken ct) =>
-        Transition<HostView?>(turn =>
+            SealedCredentials = vault.Seal(Key, credentials),
+            CredentialGeneration = s.CredentialGeneration + 1,
+            LinkedAt = now,
+            LastError = null,
+            NotBefore = null,
+        };
+        s = Enter(Reconnected(s), Connected);
+        if (check is null)
         {
-            if (Fenced(turn, lease) is not { } s)
-            {
-                return (HostView?)null;
-            }
-            // A new holder checks a connected account's session at once instead of at the next interval.
-            s = s.State == Connected ? s with { CheckDue = true } : s;
-            Commit(turn, s);
-            return ToHostView(s);
-        }, ct);
-
-    public Task DetachAsync(LeaseToken lease, CancellationToken ct) =>
-        Transition<bool>(turn =>
+            s = Notify(s, WebhookEvents.AccountConnected, new AccountEvent(WebhookEvents.AccountConnected, Key, now, Connected, LinkedAt: now));
+        }
+        else
         {
-            if (turn.State is { State: not Deleted } s && s.Epoch == lease.Epoch && s.Holder == lease.Holder)
-            {
-                Commit(turn, s with { Holder = null });
-            }
-            return true;
-        }, ct);
+            (s, _) = Classify(s, check);
+        }
+        return await CommitAsync(s).ConfigureAwait(true);
+    }
+
+    public async Task<UnlinkResult> UnlinkAsync(CancellationToken ct)
+    {
+        var s = await RequireAsync().ConfigureAwait(true);
+        var result = new UnlinkResult(Binding(s), s.SealedCredentials);
+        s = WithdrawQr(s) with { SealedCredentials = null, CredentialGeneration = s.CredentialGeneration + 1, LinkedAt = null };
+        s = Notify(Enter(s, Deleted), WebhookEvents.AccountUnlinked, new AccountEvent(WebhookEvents.AccountUnlinked, Key, Now, Unlinked));
+        await CommitAsync(s, publish: false).ConfigureAwait(true);
+        return result;
+    }
+
+    // ---- recovery ----
+
+    public Task EnsureLiveAsync(CancellationToken ct) => Task.CompletedTask; // activating is the point
+
+    public Task ReceiveReminder(string reminderName, TickStatus status) => OnDueAsync(CancellationToken.None);
+
+    // ---- the activation's worker ----
 
     public async Task<HostView?> GetHostViewAsync(CancellationToken ct) =>
-        await ReadAsync(ct).ConfigureAwait(false) is { State.State: not Deleted } r ? ToHostView(r.State) : null;
+        Live is null ? null : ToHostView(await RequireAsync().ConfigureAwait(true));
 
-    public Task<int> PairingCodeIssuedAsync(LeaseToken lease, long attempt, string qrContent, DateTimeOffset expiresAt, CancellationToken ct) =>
-        Transition<int>(turn =>
+    public async Task<int> PairingCodeIssuedAsync(WorkerToken worker, long attempt, string qrContent, DateTimeOffset expiresAt, CancellationToken ct)
+    {
+        if (await CeremonyAsync(worker, attempt).ConfigureAwait(true) is not { } s)
         {
-            if (Ceremony(turn, lease, attempt) is not { } s)
-            {
-                return AccountErrors.InvalidState(turn.State?.State ?? Unlinked, "relay a QR code for");
-            }
-            var p = s.Pairing!;
-            if (p.Cycle >= p.MaxCycles)
-            {
-                Save(turn, s);
-                return AccountErrors.InvalidState("out of pairing cycles", "relay another QR code for");
-            }
-            var cycle = p.Cycle + 1;
-            s = s with { Pairing = p with { Cycle = cycle, QrExpiresAt = expiresAt, Scanned = false } };
-            var seconds = (int)Math.Max(1, Math.Round((expiresAt - turn.Now).TotalSeconds));
-            var caption = OwnerNotices.Caption(s.Config.DisplayName, s.Config.Platform, seconds, cycle, p.MaxCycles);
-            s = Notify(turn, s, WebhookEvents.PairingQr, new PairingQrEvent(
-                WebhookEvents.PairingQr, Id.Key, turn.Now, cycle, p.MaxCycles, expiresAt, caption, qrContent, OwnerNotices.QrPngBase64(qrContent)));
-            Commit(turn, s);
-            return cycle;
-        }, ct);
+            throw AccountErrors.InvalidState(Live?.State ?? Unlinked, "relay a QR code for");
+        }
+        var p = s.Pairing!;
+        if (p.Cycle >= p.MaxCycles)
+        {
+            throw AccountErrors.InvalidState("out of pairing cycles", "relay another QR code for");
+        }
+        var now = Now;
+        var cycle = p.Cycle + 1;
+        var seconds = (int)Math.Max(1, Math.Round((expiresAt - now).TotalSeconds));
+        var caption = OwnerNotices.Caption(s.Config.DisplayName, s.Config.Platform, seconds, cycle, p.MaxCycles);
+        s = s with { Pairing = p with { Cycle = cycle, QrExpiresAt = expiresAt, Scanned = false, QrContent = qrContent, Caption = caption } };
+        s = Notify(s, WebhookEvents.PairingQr, new PairingQrEvent(
+            WebhookEvents.PairingQr, Key, now, cycle, p.MaxCycles, expiresAt, caption, qrContent, OwnerNotices.QrPngBase64(qrContent)));
+        await CommitAsync(s).ConfigureAwait(true);
+        return cycle;
+    }
 
-    public Task PairingScannedAsync(LeaseToken lease, long attempt, int cycle, string? numberMatch, CancellationToken ct) =>
-        Transition<bool>(turn =>
+    public async Task PairingScannedAsync(WorkerToken worker, long attempt, int cycle, string? numberMatch, CancellationToken ct)
+    {
+        if (await CeremonyAsync(worker, attempt).ConfigureAwait(true) is not { } s || s.Pairing!.Cycle != cycle || s.Pairing.Scanned)
         {
-            if (Ceremony(turn, lease, attempt) is not { } s)
-            {
-                return false;
-            }
-            if (s.Pairing!.Cycle != cycle || s.Pairing.Scanned)
-            {
-                Save(turn, s);
-                return false;
-            }
-            s = s with { Pairing = s.Pairing with { Scanned = true } };
-            Commit(turn, Notify(turn, s, WebhookEvents.PairingScanned,
-                new PairingScannedEvent(WebhookEvents.PairingScanned, Id.Key, turn.Now, cycle, numberMatch)));
-            return true;
-        }, ct);
+            return;
+        }
+        s = s with { Pairing = s.Pairing with { Scanned = true } };
+        await CommitAsync(Notify(s, WebhookEvents.PairingScanned,
+            new PairingScannedEvent(WebhookEvents.PairingScanned, Key, Now, cycle, numberMatch))).ConfigureAwait(true);
+    }
 
-    public Task PairingConfirmedAsync(LeaseToken lease, long attempt, string credentials, CancellationToken ct) =>
-        Transition<bool>(turn =>
+    public async Task PairingConfirmedAsync(WorkerToken worker, long attempt, string credentials, CancellationToken ct)
+    {
+        if (await CeremonyAsync(worker, attempt).ConfigureAwait(true) is not { } s)
         {
-            if (Ceremony(turn, lease, attempt) is not { } s)
-            {
-                return false;
-            }
-            s = WithdrawQr(turn, s) with
-            {
-                SealedCredentials = vault.Seal(Id.Key, credentials),
-                CredentialGeneration = s.CredentialGeneration + 1,
-                LinkedAt = turn.Now,
-                LastError = null,
-                NotBefore = null,
-            };
-            s = Enter(turn, Reconnected(s), Connected);
-            Commit(turn, Notify(turn, s, WebhookEvents.AccountConnected,
-                new AccountEvent(WebhookEvents.AccountConnected, Id.Key, turn.Now, Connected, LinkedAt: turn.Now)));
-            return true;
-        }, ct);
+            return;
+        }
+        var now = Now;
+        s = WithdrawQr(s) with
+        {
+            SealedCredentials = vault.Seal(Key, credentials),
+            CredentialGeneration = s.CredentialGeneration + 1,
+            LinkedAt = now,
+            LastError = null,
+            NotBefore = null,
+        };
+        s = Enter(Reconnected(s), Connected);
+        await CommitAsync(Notify(s, WebhookEvents.AccountConnected,
+            new AccountEvent(WebhookEvents.AccountConnected, Key, now, Connected, LinkedAt: now))).ConfigureAwait(true);
+    }
 
-    public Task PairingTimedOutAsync(LeaseToken lease, long attempt, CancellationToken ct) =>
-        Transition<bool>(turn =>
+    public async Task PairingTimedOutAsync(WorkerToken worker, long attempt, CancellationToken ct)
+    {
+        if (await CeremonyAsync(worker, attempt).ConfigureAwait(true) is { } s)
         {
-            if (Ceremony(turn, lease, attempt) is not { } s)
-            {
-                return false;
-            }
-            Commit(turn, TimeOutPairing(turn, s));
-            return true;
-        }, ct);
+            await CommitAsync(TimeOutPairing(s)).ConfigureAwait(true);
+        }
+    }
 
-    public Task<DateTimeOffset?> PairingFailedAsync(LeaseToken lease, long attempt, PlatformFailure failure, CancellationToken ct) =>
-        Transition<DateTimeOffset?>(turn =>
+    public async Task<DateTimeOffset?> PairingFailedAsync(WorkerToken worker, long attempt, PlatformFailure failure, CancellationToken ct)
+    {
+        if (await CeremonyAsync(worker, attempt).ConfigureAwait(true) is not { } s)
         {
-            if (Ceremony(turn, lease, attempt) is not { } s)
-            {
-                return (DateTimeOffset?)null;
-            }
-            var error = Error(failure, turn.Now);
-            switch (failure.Class)
-            {
-                case ErrorClass.Transient or ErrorClass.RateLimited:
-                    // The ceremony goes on within its wall-clock limit; the holder waits and asks again.
-                    Commit(turn, s with { LastError = error });
-                    return turn.Now + (failure.Class == ErrorClass.RateLimited ? RetryAfter(failure, turn.Now) : options.RetryBase);
-                default:
-                    var (next, _) = Classify(turn, WithdrawQr(turn, s), failure);
-                    Commit(turn, next);
-                    return (DateTimeOffset?)null;
-            }
-        }, ct);
+            return null;
+        }
+        var now = Now;
+        switch (failure.Class)
+        {
+            case ErrorClass.Transient or ErrorClass.RateLimited:
+                // The ceremony goes on within its wall-clock limit; the worker waits and asks again.
+                await CommitAsync(s with { LastError = Error(failure, now) }).ConfigureAwait(true);
+                return now + (failure.Class == ErrorClass.RateLimited ? RetryAfter(failure, now) : options.RetryBase);
+            default:
+                await CommitAsync(Classify(WithdrawQr(s), failure).Next).ConfigureAwait(true);
+                return null;
+        }
+    }
 
-    public Task HealthyAsync(LeaseToken lease, long credentialGeneration, string? credentials, CancellationToken ct) =>
-        Transition<bool>(turn =>
+    public async Task HealthyAsync(WorkerToken worker, long credentialGeneration, string? credentials, CancellationToken ct)
+    {
+        if (await FencedAsync(worker).ConfigureAwait(true) is not { } s
+            || s.CredentialGeneration != credentialGeneration || s.SealedCredentials is null)
         {
-            if (Fenced(turn, lease) is not { } s)
-            {
-                return false;
-            }
-            if (s.CredentialGeneration != credentialGeneration || s.SealedCredentials is null)
-            {
-                Save(turn, s);
-                return false;
-            }
-            if (credentials is not null)
-            {
-                s = s with { SealedCredentials = vault.Seal(Id.Key, credentials), CredentialGeneration = s.CredentialGeneration + 1 };
-            }
-            switch (s.State)
-            {
-                case Connected:
-                    s = s with { CheckDue = false };
-                    break;
-                case TransientDisconnect:
-                    var told = s.DisconnectNoticeSent;
-                    s = Enter(turn, Reconnected(s), Connected);
-                    if (told) // the owner heard it was down, so they hear it is back; otherwise a blip stays silent
-                    {
-                        s = Notify(turn, s, WebhookEvents.AccountConnected,
-                            new AccountEvent(WebhookEvents.AccountConnected, Id.Key, turn.Now, Connected, LinkedAt: s.LinkedAt));
-                    }
-                    break;
-            }
-            Commit(turn, s);
-            return true;
-        }, ct);
+            return;
+        }
+        if (credentials is not null)
+        {
+            s = s with { SealedCredentials = vault.Seal(Key, credentials), CredentialGeneration = s.CredentialGeneration + 1 };
+        }
+        var now = Now;
+        switch (s.State)
+        {
+            case Connected:
+                s = s with { CheckDue = false, CheckAt = now + options.HealthInterval };
+                break;
+            case TransientDisconnect:
+                var told = s.DisconnectNoticeSent;
+                s = Enter(Reconnected(s), Connected);
+                if (told) // the owner heard it was down, so they hear it is back; otherwise a blip stays silent
+                {
+                    s = Notify(s, WebhookEvents.AccountConnected, new AccountEvent(WebhookEvents.AccountConnected, Key, now, Connected, LinkedAt: s.LinkedAt));
+                }
+                break;
+            default:
+                return;
+        }
+        await CommitAsync(s).ConfigureAwait(true);
+    }
 
-    public Task HealthFailedAsync(LeaseToken lease, long credentialGeneration, PlatformFailure failure, CancellationToken ct) =>
-        Transition<bool>(turn =>
+    public async Task HealthFailedAsync(WorkerToken worker, long credentialGeneration, PlatformFailure failure, CancellationToken ct)
+    {
+        if (await FencedAsync(worker).ConfigureAwait(true) is not { } s
+            || s.CredentialGeneration != credentialGeneration || s.State is not (Connected or TransientDisconnect))
         {
-            if (Fenced(turn, lease) is not { } s)
-            {
-                return false;
-            }
-            if (s.CredentialGeneration != credentialGeneration || s.State is not (Connected or TransientDisconnect))
-            {
-                Save(turn, s);
-                return false;
-            }
-            Commit(turn, Classify(turn, s, failure).Next);
-            return true;
-        }, ct);
+            return;
+        }
+        await CommitAsync(Classify(s, failure).Next).ConfigureAwait(true);
+    }
 
     // ---- time ----
 
-    public async Task ReceiveReminderAsync(string name, DateTimeOffset dueAt, CancellationToken ct)
+    /// <summary>The due timer and the recovery reminder: overdue transitions, then notices to the outbox.</summary>
+    private async Task OnDueAsync(CancellationToken ct)
     {
-        if (name == HandoffReminder)
+        if (Live is { } s && CatchUp(s) is var next && !ReferenceEquals(next, s))
         {
-            await HandOffNoticesAsync(ct).ConfigureAwait(false);
-            return;
+            await CommitAsync(next).ConfigureAwait(true);
         }
-        await Transition<bool>(turn =>
+        if (state.State.Account is { Notices.Count: > 0 })
         {
-            if (turn.State is not { State: not Deleted } s)
-            {
-                return false;
-            }
-            var next = CatchUp(turn, s);
-            next = name switch
-            {
-                HealthReminder when next.State == Connected => next with { CheckDue = true },
-                RetryReminder when next.State is Connected or TransientDisconnect && !(next.NotBefore > turn.Now) =>
-                    next with { CheckDue = true, NotBefore = null },
-                _ => next,
-            };
-            if (!ReferenceEquals(next, s))
-            {
-                Commit(turn, next);
-            }
-            return true;
-        }, ct).ConfigureAwait(false);
+            await HandOffNoticesAsync(ct).ConfigureAwait(true);
+        }
     }
 
     /// <summary>
     /// Hands pending notices to the outbox grain, then drops them here. A crash in between hands them again;
-    /// the outbox ignores sequence numbers it has already accepted.
+    /// the outbox ignores sequence numbers it has already accepted. A deleted account goes once they are handed.
     /// </summary>
     private async Task HandOffNoticesAsync(CancellationToken ct)
     {
-        if (await ReadAsync(ct).ConfigureAwait(false) is not { } read)
+        var s = state.State.Account!;
+        var outbox = GrainFactory.GetGrain<IOutboxGrain>(Key);
+        try
         {
+            await outbox.AcceptAsync(Target(s), s.Notices.ToArray(), ct).ConfigureAwait(true);
+        }
+        catch (Exception e) when (e is not InconsistentStateException)
+        {
+            LogHandoffFailed(log, Key, e);
+            _due?.Change(HandoffRetry, Timeout.InfiniteTimeSpan);
             return;
         }
-        var outbox = grains.GetGrain<IOutboxGrain>(Id.Key);
-        var notices = read.State.Notices;
-        if (notices.Count > 0)
+        var handed = s.Notices[^1].Seq;
+        var current = state.State.Account!;
+        var remaining = current.Notices.Where(n => n.Seq > handed).ToArray();
+        if (current.State == Deleted && remaining.Length == 0)
         {
-            await outbox.AcceptAsync(Target(read.State), notices, ct).ConfigureAwait(false);
+            await Directory.RemoveAsync(Key, ct).ConfigureAwait(true);
+            await state.DeleteAsync(this).ConfigureAwait(true);
+            await AfterChangeAsync().ConfigureAwait(true);
+            await outbox.RetireAsync(ct).ConfigureAwait(true);
+            this.DeactivateOnIdle();
+            return;
         }
-        var handed = notices.Count > 0 ? notices[^1].Seq : 0;
-        var gone = await Transition<bool>(turn =>
-        {
-            if (turn.State is not { } s)
-            {
-                return false;
-            }
-            var remaining = s.Notices.Where(n => n.Seq > handed).ToArray();
-            if (s.State == Deleted && remaining.Length == 0)
-            {
-                turn.State = null;
-                return true;
-            }
-            if (remaining.Length != s.Notices.Count)
-            {
-                turn.State = s with { Notices = remaining };
-            }
-            return false;
-        }, ct).ConfigureAwait(false);
-        if (gone)
-        {
-            await outbox.RetireAsync(ct).ConfigureAwait(false);
-        }
+        await CommitAsync(current with { Notices = remaining }, publish: false).ConfigureAwait(true);
     }
 
-    /// <summary>Applies what time alone causes (a reminder may be late): the end of a cool-down, the pairing limit.</summary>
-    private LinkedAccountState CatchUp(Turn<LinkedAccountState> turn, LinkedAccountState s)
+    /// <summary>Applies what time alone causes: the end of a cool-down, the pairing limit, a health check falling due.</summary>
+    private LinkedAccountState CatchUp(LinkedAccountState s)
     {
-        if (s.State == CoolingDown && turn.Now >= s.CooldownUntil)
+        var now = Now;
+        if (s.State == CoolingDown && now >= s.CooldownUntil)
         {
             // Back to work; a health check first tells whether the platform agrees.
             return s.SealedCredentials is null
-                ? Enter(turn, s with { CooldownUntil = null }, Unlinked)
-                : Enter(turn, s with { CooldownUntil = null }, Connected) with { CheckDue = true };
+                ? Enter(s with { CooldownUntil = null }, Unlinked)
+                : Enter(s with { CooldownUntil = null }, Connected) with { CheckDue = true, CheckAt = null };
         }
-        if (s.State == Pairing && turn.Now >= s.Pairing!.Deadline)
+        if (s.State == Pairing && now >= s.Pairing!.Deadline)
         {
-            return TimeOutPairing(turn, s);
+            return TimeOutPairing(s);
+        }
+        if (s.State is Connected or TransientDisconnect && now >= s.CheckAt && !(s.NotBefore > now))
+        {
+            return s with { CheckDue = true, CheckAt = null, NotBefore = null };
         }
         return s;
     }
 
+    /// <summary>When the due timer must fire next, if at all.</summary>
+    private static DateTimeOffset? NextDue(LinkedAccountState? s, DateTimeOffset now) => s switch
+    {
+        null => null,
+        { Notices.Count: > 0 } => now,
+        { State: Pairing, Pairing: { } p } => p.Deadline,
+        { State: CoolingDown, CooldownUntil: { } until } => until,
+        { State: Connected or TransientDisconnect, CheckAt: { } at } => at,
+        _ => null,
+    };
+
     // ---- classification ----
 
     /// <summary>What a platform failure does to a live account, and what the caller who saw it is answered.</summary>
-    private (LinkedAccountState Next, GrainException Answer) Classify(Turn<LinkedAccountState> turn, LinkedAccountState s, PlatformFailure failure)
+    private (LinkedAccountState Next, GrainException Answer) Classify(LinkedAccountState s, PlatformFailure failure)
     {
-        var now = turn.Now;
+        var now = Now;
         var error = Error(failure, now);
         switch (failure.Class)
         {
             case ErrorClass.Auth:
-                s = Enter(turn, s with { SealedCredentials = null, CredentialGeneration = s.CredentialGeneration + 1, LinkedAt = null, LastError = error }, BadCredentials);
-                s = Notify(turn, s, WebhookEvents.AccountBadCredentials, new AccountEvent(
-                    WebhookEvents.AccountBadCredentials, Id.Key, now, BadCredentials, failure.Message, OwnerNotices.RePair(Id.Key)));
-                return (s, AccountErrors.BadCredentials(Id.Key));
+                s = Enter(s with { SealedCredentials = null, CredentialGeneration = s.CredentialGeneration + 1, LinkedAt = null, LastError = error }, BadCredentials);
+                s = Notify(s, WebhookEvents.AccountBadCredentials, new AccountEvent(
+                    WebhookEvents.AccountBadCredentials, Key, now, BadCredentials, failure.Message, OwnerNotices.RePair(Key)));
+                return (s, AccountErrors.BadCredentials(Key));
             case ErrorClass.Cooldown:
                 var until = CooldownEnd(failure, now);
-                s = Enter(turn, s with { CooldownUntil = until, LastError = error }, CoolingDown);
-                s = Notify(turn, s, WebhookEvents.AccountCoolingDown, new AccountEvent(
-                    WebhookEvents.AccountCoolingDown, Id.Key, now, CoolingDown, failure.Message, Until: until));
+                s = Enter(s with { CooldownUntil = until, LastError = error }, CoolingDown);
+                s = Notify(s, WebhookEvents.AccountCoolingDown, new AccountEvent(
+                    WebhookEvents.AccountCoolingDown, Key, now, CoolingDown, failure.Message, Until: until));
                 return (s, AccountErrors.CoolingDown(until));
             case ErrorClass.RateLimited:
                 var at = now + RetryAfter(failure, now);
-                turn.SetReminder(RetryReminder, at);
-                return (s with { NotBefore = at, LastError = error, CheckDue = false }, AccountErrors.PlatformRateLimited(at));
+                return (s with { NotBefore = at, CheckAt = at, LastError = error, CheckDue = false }, AccountErrors.PlatformRateLimited(at));
             default:
                 var attempt = s.State == TransientDisconnect ? s.RetryAttempt + 1 : 1;
                 var since = s.State == TransientDisconnect ? s.DisconnectedSince ?? now : now;
                 var retryAt = now + AccountOptions.Backoff(options.RetryBase, options.RetryMax, attempt);
-                s = Enter(turn, s with { RetryAttempt = attempt, DisconnectedSince = since, LastError = error }, TransientDisconnect);
-                turn.SetReminder(RetryReminder, retryAt);
+                s = Enter(s with { RetryAttempt = attempt, DisconnectedSince = since, LastError = error }, TransientDisconnect) with { CheckAt = retryAt };
                 if (now - since >= options.TransientNoticeAfter && !s.DisconnectNoticeSent)
                 {
-                    s = Notify(turn, s with { DisconnectNoticeSent = true }, WebhookEvents.AccountDisconnected, new AccountEvent(
-                        WebhookEvents.AccountDisconnected, Id.Key, now, TransientDisconnect, failure.Message));
+                    s = Notify(s with { DisconnectNoticeSent = true }, WebhookEvents.AccountDisconnected, new AccountEvent(
+                        WebhookEvents.AccountDisconnected, Key, now, TransientDisconnect, failure.Message));
                 }
                 return (s, AccountErrors.PlatformUnavailable(retryAt));
         }
@@ -597,7 +538,7 @@ public sealed class LinkedAccountGrain(
     /// <summary>The refusal for a failure that changed nothing here.</summary>
     private GrainException Answer(PlatformFailure failure, DateTimeOffset now) => failure.Class switch
     {
-        ErrorClass.Auth => AccountErrors.BadCredentials(Id.Key),
+        ErrorClass.Auth => AccountErrors.BadCredentials(Key),
         ErrorClass.Cooldown => AccountErrors.CoolingDown(CooldownEnd(failure, now)),
         ErrorClass.RateLimited => AccountErrors.PlatformRateLimited(now + RetryAfter(failure, now)),
         _ => AccountErrors.PlatformUnavailable(now + options.RetryBase),
@@ -612,128 +553,189 @@ public sealed class LinkedAccountGrain(
     private static LastError Error(PlatformFailure failure, DateTimeOffset now) =>
         new(failure.Code, PlatformFailure.ClassName(failure.Class), now, failure.Message);
 
-    // ---- helpers ----
+    // ---- transitions' building blocks ----
 
-    /// <summary>
-    /// Moves to <paramref name="state"/> (nothing if already there): the old state's reminders go, the new
-    /// state's come (connected: the health interval; pairing: its wall-clock limit; cooling down: its end).
-    /// </summary>
-    private LinkedAccountState Enter(Turn<LinkedAccountState> turn, LinkedAccountState s, string state)
-    {
-        if (s.State == state)
-        {
-            return s;
-        }
-        foreach (var name in StateReminders)
-        {
-            turn.ClearReminder(name);
-        }
-        switch (state)
-        {
-            case Connected:
-                turn.SetReminder(HealthReminder, turn.Now + options.HealthInterval, options.HealthInterval);
-                break;
-            case Pairing:
-                turn.SetReminder(PairingDeadlineReminder, s.Pairing!.Deadline);
-                break;
-            case CoolingDown:
-                turn.SetReminder(CooldownReminder, s.CooldownUntil!.Value);
-                break;
-        }
-        return s with { State = state, StateSince = turn.Now, CheckDue = false };
-    }
+    /// <summary>Moves to <paramref name="next"/> (nothing if already there); a connected account's first check is an interval away.</summary>
+    private LinkedAccountState Enter(LinkedAccountState s, string next) =>
+        s.State == next
+            ? s
+            : s with { State = next, StateSince = Now, CheckDue = false, CheckAt = next == Connected ? Now + options.HealthInterval : null };
 
     private static LinkedAccountState Reconnected(LinkedAccountState s) =>
         s with { RetryAttempt = 0, DisconnectedSince = null, DisconnectNoticeSent = false, CooldownUntil = null };
 
-    private LinkedAccountState TimeOutPairing(Turn<LinkedAccountState> turn, LinkedAccountState s)
+    private LinkedAccountState TimeOutPairing(LinkedAccountState s)
     {
         var p = s.Pairing!;
-        s = Enter(turn, s with { Pairing = p with { QrExpiresAt = null } }, PairingTimedOut);
-        return Notify(turn, s, WebhookEvents.PairingTimedOut, new PairingEndedEvent(
-            WebhookEvents.PairingTimedOut, Id.Key, turn.Now, p.Cycle, p.MaxCycles, $"ask again with POST /v1/accounts/{Id.Key}/pair"));
+        s = Enter(s with { Pairing = p with { QrExpiresAt = null, QrContent = null } }, PairingTimedOut);
+        return Notify(s, WebhookEvents.PairingTimedOut, new PairingEndedEvent(
+            WebhookEvents.PairingTimedOut, Key, Now, p.Cycle, p.MaxCycles, $"ask again with POST /v1/accounts/{Key}/pair"));
     }
 
     /// <summary>A ceremony that showed the owner a QR code withdraws it when it ends other than by timing out.</summary>
-    private LinkedAccountState WithdrawQr(Turn<LinkedAccountState> turn, LinkedAccountState s)
+    private LinkedAccountState WithdrawQr(LinkedAccountState s)
     {
         if (s.State != Pairing || s.Pairing is not { Cycle: > 0 } p)
         {
             return s;
         }
-        return Notify(turn, s with { Pairing = p with { QrExpiresAt = null } }, WebhookEvents.PairingWithdrawn,
-            new PairingEndedEvent(WebhookEvents.PairingWithdrawn, Id.Key, turn.Now, p.Cycle, p.MaxCycles));
+        return Notify(s with { Pairing = p with { QrExpiresAt = null, QrContent = null } }, WebhookEvents.PairingWithdrawn,
+            new PairingEndedEvent(WebhookEvents.PairingWithdrawn, Key, Now, p.Cycle, p.MaxCycles));
     }
 
-    /// <summary>Queues an owner notice in this turn; the handoff reminder takes it to the outbox.</summary>
-    private static LinkedAccountState Notify<T>(Turn<LinkedAccountState> turn, LinkedAccountState s, string @event, T body)
+    /// <summary>Queues an owner notice in this transition's write; the due timer hands it to the outbox right after.</summary>
+    private LinkedAccountState Notify<T>(LinkedAccountState s, string @event, T body)
     {
         var notice = new WebhookNotice(s.Incarnation, s.NextNoticeSeq, "dlv_" + Secrets.NewHexId(12), @event,
-            JsonSerializer.Serialize(body, Json), turn.Now);
-        turn.SetReminder(HandoffReminder, turn.Now);
+            JsonSerializer.Serialize(body, GrainJson.Options), Now);
         return s with { Notices = [.. s.Notices, notice], NextNoticeSeq = s.NextNoticeSeq + 1 };
     }
 
-    private LinkedAccountState Require(Turn<LinkedAccountState> turn) =>
-        turn.State is { State: not Deleted } s ? s : throw AccountErrors.NotFound(Id.Key);
-
-    private async Task<LinkedAccountState> RequireReadAsync(CancellationToken ct) =>
-        await ReadAsync(ct).ConfigureAwait(false) is { State.State: not Deleted } r ? r.State : throw AccountErrors.NotFound(Id.Key);
+    /// <summary>The account after overdue transitions (written if there were any); not_found if there is none.</summary>
+    private async Task<LinkedAccountState> RequireAsync()
+    {
+        var s = Live ?? throw AccountErrors.NotFound(Key);
+        var next = CatchUp(s);
+        if (!ReferenceEquals(next, s))
+        {
+            await CommitAsync(next).ConfigureAwait(true);
+        }
+        return next;
+    }
 
     /// <summary>
-    /// The fencing rule: a lease holder's write is refused if a newer epoch has written; a newer epoch is
-    /// recorded (with its holder) by the write that brings it. Null when there is no account.
+    /// The fencing rule: only this activation's worker may report. Any other token belongs to a worker of an older
+    /// activation (or of a duplicate): refused, and that worker stops. Null when there is no account.
     /// </summary>
-    private static LinkedAccountState? Fenced(Turn<LinkedAccountState> turn, LeaseToken lease)
+    private async Task<LinkedAccountState?> FencedAsync(WorkerToken worker)
     {
-        if (turn.State is not { State: not Deleted } s)
+        if (worker != _token)
         {
-            return null;
+            LogStaleWorker(log, Key, worker.Silo);
+            throw AccountErrors.StaleWorker();
         }
-        if (lease.Epoch < s.Epoch)
-        {
-            throw AccountErrors.StaleEpoch(lease.Epoch, s.Epoch);
-        }
-        return lease.Epoch > s.Epoch || s.Holder != lease.Holder ? s with { Epoch = lease.Epoch, Holder = lease.Holder } : s;
+        return Live is null ? null : await RequireAsync().ConfigureAwait(true);
     }
 
-    /// <summary>The fenced state if ceremony <paramref name="attempt"/> is the one running; else null (after saving the epoch).</summary>
-    private static LinkedAccountState? Ceremony(Turn<LinkedAccountState> turn, LeaseToken lease, long attempt)
-    {
-        if (Fenced(turn, lease) is not { } s)
-        {
-            return null;
-        }
-        if (s.State == Pairing && s.Pairing?.Attempt == attempt)
-        {
-            return s;
-        }
-        Save(turn, s);
-        return null;
-    }
+    /// <summary>The account if ceremony <paramref name="attempt"/> is the one running; else null.</summary>
+    private async Task<LinkedAccountState?> CeremonyAsync(WorkerToken worker, long attempt) =>
+        await FencedAsync(worker).ConfigureAwait(true) is { State: Pairing } s && s.Pairing?.Attempt == attempt ? s : null;
 
-    /// <summary>Saves a change watchers need not hear of (a newer epoch).</summary>
-    private static void Save(Turn<LinkedAccountState> turn, LinkedAccountState s)
+    /// <summary>
+    /// The one write of a transition, then what follows from the new state: the census, the live side, the due
+    /// timer, the recovery reminder, and (unless <paramref name="publish"/> is false) the event on the stream.
+    /// </summary>
+    private async Task<AccountView> CommitAsync(LinkedAccountState s, bool publish = true)
     {
-        if (!ReferenceEquals(s, turn.State))
+        var version = state.State.Version + 1;
+        state.State = new LinkedAccountDocument { Account = s, Version = version };
+        await state.PersistAsync(this).ConfigureAwait(true);
+        await AfterChangeAsync().ConfigureAwait(true);
+        var view = View(s);
+        if (publish && s.State != Deleted)
         {
-            turn.State = s;
+            try
+            {
+                await this.GetStreamProvider(OrleansNames.Streams)
+                    .GetStream<LinkedAccountChanged>(StreamId.Create(AccountStreams.Namespace, Key))
+                    .OnNextAsync(new LinkedAccountChanged(version, view, CurrentQr(s))).ConfigureAwait(true);
+            }
+            catch (Exception e)
+            {
+                // Watchers re-read on their own; a lost event delays an update, it does not undo the change.
+                LogPublishFailed(log, Key, e);
+            }
         }
-    }
-
-    private AccountView Commit(Turn<LinkedAccountState> turn, LinkedAccountState s)
-    {
-        turn.State = s;
-        var view = View(s, turn.NextVersion, turn.Now);
-        turn.Publish(view, Json);
         return view;
     }
 
-    private AccountView View(LinkedAccountState s, long version, DateTimeOffset now)
+    private async Task AfterChangeAsync()
+    {
+        var s = state.State.Account;
+        census.Report(ActivationCensus.LinkedAccount, Key, s is { State: not Deleted } ? s.State : null);
+        var live = NeedsLive(s);
+        if (live && _worker is null)
+        {
+            StartWorker();
+        }
+        else if (!live && _worker is not null)
+        {
+            StopWorker();
+        }
+        var now = Now;
+        if (NextDue(s, now) is { } due)
+        {
+            var wait = due - now;
+            _due?.Change(wait > TimeSpan.Zero ? wait : TimeSpan.Zero, Timeout.InfiniteTimeSpan);
+        }
+        else
+        {
+            _due?.Change(Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+        }
+        await SyncReminderAsync(live || s is { Notices.Count: > 0 }).ConfigureAwait(true);
+        _worker?.Nudge();
+    }
+
+    /// <summary>States in which the account holds (or is about to hold again) a live platform connection.</summary>
+    private static bool NeedsLive(LinkedAccountState? s) => s is { State: Pairing or Connected or TransientDisconnect or CoolingDown };
+
+    private async Task SyncReminderAsync(bool needed)
+    {
+        if (_reminder == needed)
+        {
+            return;
+        }
+        try
+        {
+            if (needed)
+            {
+                await this.RegisterOrUpdateReminder(RecoveryReminder, recovery.ReminderPeriod, recovery.ReminderPeriod).ConfigureAwait(true);
+            }
+            else if (await this.GetReminder(RecoveryReminder).ConfigureAwait(true) is { } reminder)
+            {
+                await this.UnregisterReminder(reminder).ConfigureAwait(true);
+            }
+            _reminder = needed;
+        }
+        catch (Exception e) when (e is not InconsistentStateException)
+        {
+            // Tried again after the next change; meanwhile the timers of this activation do the work.
+            LogReminderFailed(log, Key, e);
+        }
+    }
+
+    private void StartWorker()
+    {
+        _workerStop = new CancellationTokenSource();
+        _worker = new AccountWorker(Key, _token, GrainFactory, connectors, vault, options, time, log);
+        var worker = _worker;
+        var stop = _workerStop.Token;
+        // Outside the grain's scheduler: platform I/O never runs inside a turn, and the worker calls in like anyone else.
+        _ = Task.Run(() => worker.RunAsync(stop), CancellationToken.None);
+        _keepAlive = this.RegisterGrainTimer(static _ => Task.CompletedTask,
+            new GrainTimerCreationOptions(KeepAliveTick, KeepAliveTick) { KeepAlive = true, Interleave = true });
+        LogHolding(log, Key, _token.Silo);
+    }
+
+    private void StopWorker()
+    {
+        _workerStop?.Cancel();
+        _workerStop?.Dispose();
+        _workerStop = null;
+        _worker = null;
+        _keepAlive?.Dispose();
+        _keepAlive = null;
+    }
+
+    // ---- views ----
+
+    private IAccountDirectoryGrain Directory => GrainFactory.GetGrain<IAccountDirectoryGrain>(AccountStreams.Directory);
+
+    private AccountView View(LinkedAccountState s)
     {
         var c = s.Config;
         return new AccountView(
-            Id.Key,
+            Key,
             c.Platform,
             c.DisplayName,
             s.State,
@@ -741,17 +743,21 @@ public sealed class LinkedAccountGrain(
             s.Pairing is { } p && s.State is Pairing or PairingTimedOut ? new PairingView(p.Cycle, p.MaxCycles, s.State == Pairing ? p.QrExpiresAt : null) : null,
             s.State == CoolingDown ? s.CooldownUntil : null,
             s.LastError is { } e ? new LastErrorView(e.Code, e.Class, e.At, e.Message) : null,
-            new RateBudgetView((int)Math.Floor(s.Bucket.Refill(c.RateBudget, now).Tokens), c.RateBudget.Capacity, c.RateBudget.RefillPerMinute),
+            new RateBudgetView((int)Math.Floor(s.Bucket.Refill(c.RateBudget, Now).Tokens), c.RateBudget.Capacity, c.RateBudget.RefillPerMinute),
             s.LinkedAt,
-            s.Holder,
+            NeedsLive(s) ? _token.Silo : null,
             new OwnerView(c.Owner.WebhookUrl),
-            version);
+            state.State.Version);
     }
+
+    private OwnerQr? CurrentQr(LinkedAccountState s) =>
+        s is { State: Pairing, Pairing: { QrExpiresAt: { } expiresAt, QrContent: { } content } p } && expiresAt > Now
+            ? new OwnerQr(p.Cycle, p.MaxCycles, expiresAt, p.Caption ?? "", content)
+            : null;
 
     private HostView ToHostView(LinkedAccountState s) => new(
         s.State,
-        s.Epoch,
-        s.Holder,
+        _token,
         Binding(s),
         s.SealedCredentials,
         s.CredentialGeneration,
@@ -759,7 +765,22 @@ public sealed class LinkedAccountGrain(
         s.CheckDue,
         s.NotBefore);
 
-    private ConnectorBinding Binding(LinkedAccountState s) => new(Id.Key, s.Config.Platform, s.Config.DisplayName, s.Config.Connector);
+    private ConnectorBinding Binding(LinkedAccountState s) => new(Key, s.Config.Platform, s.Config.DisplayName, s.Config.Connector);
 
     private static WebhookTarget Target(LinkedAccountState s) => new(s.Config.Owner.WebhookUrl, s.Config.Owner.WebhookSecret);
+
+    [LoggerMessage(LogLevel.Information, "Account {Account}: this activation on {Silo} holds the live connection")]
+    private static partial void LogHolding(ILogger log, string account, string silo);
+
+    [LoggerMessage(LogLevel.Warning, "Account {Account}: refused a report from a worker on {Silo} that is not the current activation's")]
+    private static partial void LogStaleWorker(ILogger log, string account, string silo);
+
+    [LoggerMessage(LogLevel.Warning, "Account {Account}: handing notices to the outbox failed; retrying")]
+    private static partial void LogHandoffFailed(ILogger log, string account, Exception e);
+
+    [LoggerMessage(LogLevel.Warning, "Account {Account}: publishing the state change failed")]
+    private static partial void LogPublishFailed(ILogger log, string account, Exception e);
+
+    [LoggerMessage(LogLevel.Warning, "Account {Account}: the recovery reminder could not be updated")]
+    private static partial void LogReminderFailed(ILogger log, string account, Exception e);
 }

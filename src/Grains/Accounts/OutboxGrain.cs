@@ -1,6 +1,8 @@
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
+using Orleans.Storage;
 using QrOrleans.Accounts;
-using QrOrleans.Runtime;
+using QrOrleans.QrSessions;
 
 namespace QrOrleans.Grains.Accounts;
 
@@ -24,30 +26,53 @@ public sealed record OutboxState
 }
 
 /// <summary>
-/// An account's owner webhooks, delivered in order: only the head of the queue is ever sent, from the "deliver"
-/// reminder, so at most one delivery is in flight per account (the reminder is claimed by one node at a time,
-/// and the HTTP timeout stays below the reminder lease). A failure keeps the head and moves the reminder out by
-/// a doubling backoff; a node restart finds the queue and the reminder in storage and carries on.
+/// An account's owner webhooks, delivered in order: only the head of the queue is ever sent, one at a time. The
+/// send runs on an interleaving timer, so the account handing over new notices never waits behind a slow
+/// receiver; every change of the queue is one write, made under a gate so interleaved writes never race. A
+/// failure keeps the head and retries it after a doubling backoff. While anything is queued a durable reminder
+/// stands by, so that a node restart (or the death of this silo) finds queue and reminder in storage and carries on.
 /// </summary>
 public sealed partial class OutboxGrain(
-    GrainId id, IGrainRuntime runtime, WebhookSender sender, AccountOptions options, ILogger<OutboxGrain> log)
-    : Grain<OutboxState>(id, runtime), IOutboxGrain, IRemindable
+    [PersistentState("outbox", OrleansNames.Storage)] IPersistentState<OutboxState> state,
+    WebhookSender sender,
+    AccountOptions options,
+    AccountRecoveryOptions recovery,
+    [FromKeyedServices(OrleansNames.Clock)] TimeProvider time,
+    ILogger<OutboxGrain> log)
+    : Grain, IOutboxGrain, IRemindable
 {
     private const string DeliverReminder = "deliver";
 
-    public Task AcceptAsync(WebhookTarget target, IReadOnlyList<WebhookNotice> notices, CancellationToken ct) =>
-        Transition<bool>(turn =>
+    private readonly SemaphoreSlim _gate = new(1, 1);
+    private IGrainTimer? _deliver;
+    private bool _sending;
+    private bool? _reminder;
+
+    private string Key => this.GetPrimaryKeyString();
+
+    public override async Task OnActivateAsync(CancellationToken cancellationToken)
+    {
+        _deliver = this.RegisterGrainTimer(DeliverAsync,
+            new GrainTimerCreationOptions(Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan) { Interleave = true });
+        await ScheduleAsync().ConfigureAwait(true);
+    }
+
+    public async Task AcceptAsync(WebhookTarget target, IReadOnlyList<WebhookNotice> notices, CancellationToken ct)
+    {
+        await _gate.WaitAsync(ct).ConfigureAwait(true);
+        try
         {
-            var s = turn.State ?? new OutboxState();
+            var s = state.State;
             var next = s.Target == target ? s : s with { Target = target };
             var queue = s.Queue.ToList();
+            var now = time.GetUtcNow();
             foreach (var n in notices)
             {
                 if (n.Incarnation == next.Incarnation && n.Seq <= next.AcceptedSeq)
                 {
                     continue; // handed over before
                 }
-                queue.Add(new PendingDelivery(n.DeliveryId, n.Event, n.Body, n.CreatedAt, 0, turn.Now, null));
+                queue.Add(new PendingDelivery(n.DeliveryId, n.Event, n.Body, n.CreatedAt, 0, now, null));
                 next = next with { Incarnation = n.Incarnation, AcceptedSeq = n.Seq, Retired = false };
             }
             if (queue.Count > options.OutboxCapacity)
@@ -55,83 +80,161 @@ public sealed partial class OutboxGrain(
                 // Keep the head (it may be in flight) and the newest; drop the oldest waiting ones.
                 queue.RemoveRange(1, queue.Count - options.OutboxCapacity);
             }
-            if (queue.Count != s.Queue.Count)
+            if (queue.Count != s.Queue.Count || queue.Where((d, i) => d.DeliveryId != s.Queue[i].DeliveryId).Any())
             {
                 next = next with { Queue = queue };
-                if (s.Queue.Count == 0)
-                {
-                    turn.SetReminder(DeliverReminder, turn.Now); // nothing was queued, so nothing is in flight
-                }
             }
-            if (!ReferenceEquals(next, s) || turn.State is null)
+            if (!ReferenceEquals(next, s) || !state.RecordExists)
             {
-                turn.State = next;
+                state.State = next;
+                await state.PersistAsync(this).ConfigureAwait(true);
             }
-            return true;
-        }, ct);
-
-    public Task RetireAsync(CancellationToken ct) =>
-        Transition<bool>(turn =>
+        }
+        finally
         {
-            if (turn.State is { } s)
-            {
-                turn.State = s.Queue.Count == 0 ? null : s with { Retired = true };
-            }
-            return true;
-        }, ct);
-
-    public async Task<OutboxStatus> GetStatusAsync(CancellationToken ct)
-    {
-        var s = (await ReadAsync(ct).ConfigureAwait(false))?.State ?? new OutboxState();
-        var head = s.Queue.FirstOrDefault();
-        return new OutboxStatus(s.Queue.Count, s.Delivered, head?.Event, head?.Attempts ?? 0, head?.LastError);
+            _gate.Release();
+        }
+        await ScheduleAsync().ConfigureAwait(true);
     }
 
-    public async Task ReceiveReminderAsync(string name, DateTimeOffset dueAt, CancellationToken ct)
+    public async Task RetireAsync(CancellationToken ct)
     {
-        if (await ReadAsync(ct).ConfigureAwait(false) is not { State: { Target: { } target } s } || s.Queue.Count == 0)
+        await _gate.WaitAsync(ct).ConfigureAwait(true);
+        try
         {
-            return;
-        }
-        var head = s.Queue[0];
-        if (head.NextAttemptAt > Runtime.Time.GetUtcNow())
-        {
-            await Transition<bool>(turn =>
+            if (!state.RecordExists)
             {
-                turn.SetReminder(DeliverReminder, head.NextAttemptAt); // fired early (clock skew): back to the backoff
-                return true;
-            }, ct).ConfigureAwait(false);
+                return;
+            }
+            if (state.State.Queue.Count == 0)
+            {
+                await state.DeleteAsync(this).ConfigureAwait(true);
+            }
+            else
+            {
+                state.State = state.State with { Retired = true };
+                await state.PersistAsync(this).ConfigureAwait(true);
+            }
+        }
+        finally
+        {
+            _gate.Release();
+        }
+        await ScheduleAsync().ConfigureAwait(true);
+    }
+
+    public Task ResumeAsync(CancellationToken ct) => Task.CompletedTask; // activating schedules what is queued
+
+    public Task<OutboxStatus> GetStatusAsync(CancellationToken ct)
+    {
+        var s = state.State;
+        var head = s.Queue.FirstOrDefault();
+        return Task.FromResult(new OutboxStatus(s.Queue.Count, s.Delivered, head?.Event, head?.Attempts ?? 0, head?.LastError));
+    }
+
+    public Task ReceiveReminder(string reminderName, TickStatus status) => ScheduleAsync();
+
+    /// <summary>Sends the head if it is due; otherwise sets the timer for when it is.</summary>
+    private async Task DeliverAsync(CancellationToken ct)
+    {
+        if (_sending || state.State is not { Target: { } target, Queue: [var head, ..] })
+        {
             return;
         }
-        var result = await sender.SendAsync(target, head.DeliveryId, head.Event, head.Body, ct).ConfigureAwait(false);
+        if (head.NextAttemptAt > time.GetUtcNow())
+        {
+            await ScheduleAsync().ConfigureAwait(true);
+            return;
+        }
+        _sending = true;
+        WebhookResult result;
+        try
+        {
+            result = await sender.SendAsync(target, head.DeliveryId, head.Event, head.Body, ct).ConfigureAwait(true);
+        }
+        finally
+        {
+            _sending = false;
+        }
         if (!result.Delivered)
         {
-            LogFailed(log, head.Event, head.DeliveryId, Id.Key, head.Attempts + 1, result.Error);
+            LogFailed(log, head.Event, head.DeliveryId, Key, head.Attempts + 1, result.Error);
         }
-        await Transition<bool>(turn =>
+        await _gate.WaitAsync(CancellationToken.None).ConfigureAwait(true);
+        try
         {
-            if (turn.State is not { } now || now.Queue.FirstOrDefault()?.DeliveryId != head.DeliveryId)
+            var now = state.State;
+            if (now.Queue.FirstOrDefault()?.DeliveryId != head.DeliveryId)
             {
-                return false; // someone else finished it meanwhile
+                return; // dropped meanwhile (the queue overflowed)
             }
             if (result.Delivered)
             {
                 var rest = now.Queue.Skip(1).ToArray();
-                if (rest.Length > 0)
+                if (rest.Length == 0 && now.Retired)
                 {
-                    turn.SetReminder(DeliverReminder, turn.Now);
+                    await state.DeleteAsync(this).ConfigureAwait(true);
                 }
-                turn.State = rest.Length == 0 && now.Retired ? null : now with { Queue = rest, Delivered = now.Delivered + 1 };
-                return true;
+                else
+                {
+                    state.State = now with { Queue = rest, Delivered = now.Delivered + 1 };
+                    await state.PersistAsync(this).ConfigureAwait(true);
+                }
             }
-            var attempts = head.Attempts + 1;
-            var retryAt = turn.Now + AccountOptions.Backoff(options.WebhookRetryBase, options.WebhookRetryMax, attempts);
-            turn.State = now with { Queue = [head with { Attempts = attempts, NextAttemptAt = retryAt, LastError = result.Error }, .. now.Queue.Skip(1)] };
-            turn.SetReminder(DeliverReminder, retryAt);
-            return false;
-        }, ct).ConfigureAwait(false);
+            else
+            {
+                var attempts = head.Attempts + 1;
+                var retryAt = time.GetUtcNow() + AccountOptions.Backoff(options.WebhookRetryBase, options.WebhookRetryMax, attempts);
+                state.State = now with { Queue = [head with { Attempts = attempts, NextAttemptAt = retryAt, LastError = result.Error }, .. now.Queue.Skip(1)] };
+                await state.PersistAsync(this).ConfigureAwait(true);
+            }
+        }
+        finally
+        {
+            _gate.Release();
+        }
+        await ScheduleAsync().ConfigureAwait(true);
+    }
+
+    /// <summary>The timer for the head's next attempt, and the reminder while anything is queued.</summary>
+    private async Task ScheduleAsync()
+    {
+        var head = state.State.Queue.FirstOrDefault();
+        if (head is null)
+        {
+            _deliver?.Change(Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+        }
+        else if (!_sending)
+        {
+            var wait = head.NextAttemptAt - time.GetUtcNow();
+            _deliver?.Change(wait > TimeSpan.Zero ? wait : TimeSpan.Zero, Timeout.InfiniteTimeSpan);
+        }
+        var needed = head is not null;
+        if (_reminder == needed)
+        {
+            return;
+        }
+        try
+        {
+            if (needed)
+            {
+                await this.RegisterOrUpdateReminder(DeliverReminder, recovery.ReminderPeriod, recovery.ReminderPeriod).ConfigureAwait(true);
+            }
+            else if (await this.GetReminder(DeliverReminder).ConfigureAwait(true) is { } reminder)
+            {
+                await this.UnregisterReminder(reminder).ConfigureAwait(true);
+            }
+            _reminder = needed;
+        }
+        catch (Exception e) when (e is not InconsistentStateException)
+        {
+            LogReminderFailed(log, Key, e);
+        }
     }
 
     [LoggerMessage(LogLevel.Information, "Webhook {Event} ({Delivery}) of account {Account} failed on attempt {Attempt}: {Error}; retrying")]
     private static partial void LogFailed(ILogger log, string @event, string delivery, string account, int attempt, string? error);
+
+    [LoggerMessage(LogLevel.Warning, "Outbox {Account}: the delivery reminder could not be updated")]
+    private static partial void LogReminderFailed(ILogger log, string account, Exception e);
 }

@@ -1,5 +1,5 @@
+using Microsoft.Extensions.DependencyInjection;
 using QrOrleans.Audit;
-using QrOrleans.Runtime;
 
 namespace QrOrleans.Grains.Audit;
 
@@ -11,59 +11,67 @@ public sealed record AuditState
 
 /// <summary>
 /// A user's audit trail. Every append trims what is past retention or over the bound, and a daily reminder trims a
-/// trail nobody appends to; an emptied trail deletes itself (and with it its reminder).
+/// trail nobody appends to; an emptied trail deletes itself and its reminder.
 /// </summary>
-public sealed class AuditGrain(GrainId id, IGrainRuntime runtime, AuditOptions options)
-    : Grain<AuditState>(id, runtime), IAuditGrain, IRemindable
+public sealed class AuditGrain(
+    [PersistentState("audit", OrleansNames.Storage)] IPersistentState<AuditState> trail,
+    AuditOptions options,
+    [FromKeyedServices(OrleansNames.Clock)] TimeProvider time) : Grain, IAuditGrain, IRemindable
 {
     private const string TrimReminder = "trim";
 
-    public Task<AuditEntry> AppendAsync(AuditEntry entry, CancellationToken ct) =>
-        Transition<AuditEntry>(turn =>
-        {
-            var stamped = entry with { At = turn.Now };
-            var first = turn.State is null;
-            var kept = Trim(turn.State?.Entries ?? [], turn.Now, options.MaxEntries - 1);
-            turn.State = new AuditState { Entries = [.. kept, stamped] };
-            if (first)
-            {
-                turn.SetReminder(TrimReminder, turn.Now + options.TrimInterval, options.TrimInterval);
-            }
-            return stamped;
-        }, ct);
-
-    public async Task<IReadOnlyList<AuditEntry>> ListAsync(DateTimeOffset? from, DateTimeOffset? to, int max, CancellationToken ct)
+    public async Task<AuditEntry> AppendAsync(AuditEntry entry, CancellationToken ct)
     {
-        if (await ReadAsync(ct).ConfigureAwait(false) is not { } r)
+        var now = time.GetUtcNow();
+        var stamped = entry with { At = now };
+        var first = !trail.RecordExists;
+        var kept = Trim(trail.RecordExists ? trail.State.Entries : [], now, options.MaxEntries - 1);
+        trail.State = new AuditState { Entries = [.. kept, stamped] };
+        await trail.PersistAsync(this);
+        if (first)
         {
-            return [];
+            await this.RegisterOrUpdateReminder(TrimReminder, options.TrimInterval, options.TrimInterval);
         }
-        var horizon = Runtime.Time.GetUtcNow() - options.Retention;
-        return r.State.Entries
+        return stamped;
+    }
+
+    public Task<IReadOnlyList<AuditEntry>> ListAsync(DateTimeOffset? from, DateTimeOffset? to, int max, CancellationToken ct)
+    {
+        if (!trail.RecordExists)
+        {
+            return Task.FromResult<IReadOnlyList<AuditEntry>>([]);
+        }
+        var horizon = time.GetUtcNow() - options.Retention;
+        IReadOnlyList<AuditEntry> entries = trail.State.Entries
             .Where(e => e.At >= horizon && (from is null || e.At >= from) && (to is null || e.At < to))
             .Reverse()
             .Take(Math.Max(0, max))
             .ToArray();
+        return Task.FromResult(entries);
     }
 
-    public Task ReceiveReminderAsync(string name, DateTimeOffset dueAt, CancellationToken ct) =>
-        Transition<bool>(turn =>
+    public async Task ReceiveReminder(string reminderName, TickStatus status)
+    {
+        var kept = trail.RecordExists ? Trim(trail.State.Entries, time.GetUtcNow(), options.MaxEntries) : [];
+        if (kept.Count == 0)
         {
-            if (turn.State is not { } s)
+            // Nothing left to keep: the stored trail and its reminder go.
+            if (trail.RecordExists)
             {
-                return false;
+                await trail.DeleteAsync(this);
             }
-            var kept = Trim(s.Entries, turn.Now, options.MaxEntries);
-            if (kept.Count == 0)
+            if (await this.GetReminder(TrimReminder) is { } reminder)
             {
-                turn.State = null; // nothing left to keep: the row and its reminder go
+                await this.UnregisterReminder(reminder);
             }
-            else if (kept.Count != s.Entries.Count)
-            {
-                turn.State = s with { Entries = kept };
-            }
-            return true;
-        }, ct);
+            DeactivateOnIdle();
+        }
+        else if (kept.Count != trail.State.Entries.Count)
+        {
+            trail.State = trail.State with { Entries = kept };
+            await trail.PersistAsync(this);
+        }
+    }
 
     /// <summary>The newest <paramref name="max"/> entries that are still within retention.</summary>
     private IReadOnlyList<AuditEntry> Trim(IReadOnlyList<AuditEntry> entries, DateTimeOffset now, int max)

@@ -1,6 +1,8 @@
 using System.Security.Cryptography;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Orleans.Streams;
 using QrOrleans.QrSessions;
-using QrOrleans.Runtime;
 using static QrOrleans.QrSessions.QrSessionStates;
 
 namespace QrOrleans.Grains.QrSessions;
@@ -8,6 +10,8 @@ namespace QrOrleans.Grains.QrSessions;
 /// <summary>Persisted state of one QR sign-in. Holds hashes of the desktop token and of superseded QR secrets.</summary>
 public sealed record QrSessionState
 {
+    /// <summary>Counts transitions; stamped on every stream event so watchers keep only newer snapshots.</summary>
+    public long Version { get; init; }
     public required string State { get; init; }
     public required string DesktopTokenHash { get; init; }
     public required Requester Requester { get; init; }
@@ -29,247 +33,295 @@ public sealed record QrSessionState
 
 /// <summary>
 /// The QR sign-in ceremony: pending → scanned → approved → completed, or rejected / cancelled / expired.
-/// One method per transition; each checks the state it may start from. Time-driven transitions (QR rotation,
-/// windows running out, deletion after the grace period) happen on the "deadline" reminder and, so that a
-/// late reminder never lets a caller act past a deadline, at the start of every transition too.
+/// One method per transition; each checks the state it may start from and writes once. Time-driven transitions
+/// (QR rotation, windows running out, deletion after the grace period) run on a grain timer while the session
+/// is active; a durable reminder brings it back if its silo dies; and every call applies what is overdue first,
+/// so a late timer never lets a caller act past a deadline.
 /// </summary>
-public sealed class QrSessionGrain(GrainId id, IGrainRuntime runtime, QrSessionOptions options)
-    : Grain<QrSessionState>(id, runtime), IQrSessionGrain, IRemindable
+public sealed partial class QrSessionGrain(
+    [PersistentState("session", OrleansNames.Storage)] IPersistentState<QrSessionState> session,
+    QrSessionOptions options,
+    ActivationCensus census,
+    IEnumerable<IQrSessionObserver> observers,
+    [FromKeyedServices(OrleansNames.Clock)] TimeProvider time,
+    ILogger<QrSessionGrain> log) : Grain, IQrSessionGrain, IRemindable
 {
-    private const string DeadlineReminder = "deadline";
+    private const string RecoveryReminder = "recovery";
 
-    public Task<SessionCreated> CreateAsync(Requester requester, CancellationToken ct) =>
-        Transition<SessionCreated>(turn =>
+    private IGrainTimer? _deadline;
+    private IAsyncStream<QrSessionChanged>? _stream;
+
+    private string Key => this.GetPrimaryKeyString();
+
+    private DateTimeOffset Now => time.GetUtcNow();
+
+    public override async Task OnActivateAsync(CancellationToken cancellationToken)
+    {
+        _stream = this.GetStreamProvider(OrleansNames.Streams)
+            .GetStream<QrSessionChanged>(StreamId.Create(OrleansNames.QrSessionStream, Key));
+        if (session.RecordExists)
         {
-            if (turn.State is not null)
-            {
-                throw Errors.InvalidState(turn.State.State, "create");
-            }
-            var desktopToken = Secrets.NewToken(32);
-            var ttl = options.QrTtl;
-            turn.State = new QrSessionState
-            {
-                State = Pending,
-                DesktopTokenHash = Secrets.Hash(desktopToken),
-                Requester = requester,
-                ExpiresAt = turn.Now + ttl * options.MaxRotations,
-                QrSecret = Secrets.NewToken(16),
-                Rotation = 1,
-                MaxRotations = options.MaxRotations,
-                QrExpiresAt = turn.Now + ttl,
-            };
-            var snapshot = Commit(turn);
-            return new SessionCreated(Id.Key, desktopToken, snapshot);
-        }, ct);
+            await CatchUpAsync();
+        }
+    }
+
+    public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
+    {
+        census.Report(ActivationCensus.QrSession, Key, null);
+        return Task.CompletedTask;
+    }
+
+    public async Task<SessionCreated> CreateAsync(Requester requester, CancellationToken ct)
+    {
+        if (session.RecordExists)
+        {
+            throw Errors.InvalidState(session.State.State, "create");
+        }
+        var desktopToken = Secrets.NewToken(32);
+        var now = Now;
+        var snapshot = await CommitAsync(new QrSessionState
+        {
+            State = Pending,
+            DesktopTokenHash = Secrets.Hash(desktopToken),
+            Requester = requester,
+            ExpiresAt = now + options.QrTtl * options.MaxRotations,
+            QrSecret = Secrets.NewToken(16),
+            Rotation = 1,
+            MaxRotations = options.MaxRotations,
+            QrExpiresAt = now + options.QrTtl,
+        });
+        // Durable: if this silo dies, the session comes back elsewhere and still expires and is deleted.
+        await this.RegisterOrUpdateReminder(RecoveryReminder, options.RecoveryPeriod, options.RecoveryPeriod);
+        return new SessionCreated(Key, desktopToken, snapshot);
+    }
 
     public async Task<QrSessionSnapshot> GetSnapshotAsync(string desktopToken, CancellationToken ct)
     {
-        var read = await ReadAsync(ct).ConfigureAwait(false);
-        if (read is not { } r || !Secrets.MatchesHash(desktopToken, r.State.DesktopTokenHash))
-        {
-            throw Errors.Unauthenticated("A valid desktop token for this session is required.");
-        }
-        return Snapshot(r.State, r.Version);
+        var s = await DesktopAsync(desktopToken);
+        return Snapshot(s);
     }
 
-    public Task<ScanResult> ScanAsync(string qrSecret, string userId, string scannerIp, CancellationToken ct) =>
-        Transition<ScanResult>(turn =>
-        {
-            if (turn.State is null)
-            {
-                return Errors.QrInvalid();
-            }
-            AdvanceClock(turn);
-            var s = turn.State!;
-            if (!Secrets.FixedTimeEquals(qrSecret, s.QrSecret))
-            {
-                return s.SupersededSecretHashes.Contains(Secrets.Hash(qrSecret)) ? Errors.QrExpired() : Errors.QrInvalid();
-            }
-            switch (s.State)
-            {
-                case Pending:
-                    var number = RandomNumberGenerator.GetInt32(10, 100);
-                    var approveBefore = turn.Now + options.ApprovalWindow;
-                    turn.State = s with
-                    {
-                        State = Scanned,
-                        ScannerUserId = userId,
-                        ScannerIp = scannerIp,
-                        NumberMatch = number.ToString(System.Globalization.CultureInfo.InvariantCulture),
-                        NumberChoices = NumberChoices(number),
-                        ApproveBefore = approveBefore,
-                    };
-                    Commit(turn);
-                    return ScanView(turn.State);
-                case Scanned when s.ScannerUserId == userId:
-                    return ScanView(s); // the same phone scanning again sees the same question
-                case Scanned:
-                    return Errors.QrAlreadyScanned();
-                case Expired:
-                    return Errors.QrExpired();
-                default:
-                    return s.ScannerUserId is not null && s.ScannerUserId != userId ? Errors.QrAlreadyScanned() : Errors.QrAlreadyUsed();
-            }
-        }, ct);
-
-    public Task<QrSessionSnapshot> ApproveAsync(string userId, string number, CancellationToken ct) =>
-        Transition<QrSessionSnapshot>(turn =>
-        {
-            if (ScannerOnly(turn, userId, "approve") is { } refused)
-            {
-                return refused;
-            }
-            var s = turn.State!;
-            if (!Secrets.FixedTimeEquals(number, s.NumberMatch!))
-            {
-                turn.State = s with { State = Rejected, EndedAt = turn.Now };
-                Commit(turn);
-                return Errors.NumberMismatch();
-            }
-            turn.State = s with { State = Approved, ClaimBefore = turn.Now + options.ClaimWindow };
-            return Commit(turn);
-        }, ct);
-
-    public Task<QrSessionSnapshot> RejectAsync(string userId, CancellationToken ct) =>
-        Transition<QrSessionSnapshot>(turn =>
-        {
-            if (ScannerOnly(turn, userId, "reject") is { } refused)
-            {
-                return refused;
-            }
-            turn.State = turn.State! with { State = Rejected, EndedAt = turn.Now };
-            return Commit(turn);
-        }, ct);
-
-    public Task<QrSessionSnapshot> CancelAsync(string desktopToken, CancellationToken ct) =>
-        Transition<QrSessionSnapshot>(turn =>
-        {
-            var s = Desktop(turn, desktopToken);
-            AdvanceClock(turn);
-            s = turn.State!;
-            switch (s.State)
-            {
-                case Pending or Scanned or Approved:
-                    turn.State = s with { State = Cancelled, EndedAt = turn.Now };
-                    return Commit(turn);
-                case Cancelled:
-                    return Snapshot(s, turn.Version);
-                case Expired:
-                    return Errors.QrExpired();
-                default:
-                    return Errors.InvalidState(s.State, "cancel");
-            }
-        }, ct);
-
-    public Task<ClaimGrant> ClaimAsync(string desktopToken, CancellationToken ct) =>
-        Transition<ClaimGrant>(turn =>
-        {
-            var s = Desktop(turn, desktopToken);
-            AdvanceClock(turn);
-            s = turn.State!;
-            switch (s.State)
-            {
-                case Approved:
-                    var deviceId = s.ScannerUserId + "-" + Secrets.NewHexId(8);
-                    turn.State = s with { State = Completed, DeviceId = deviceId, EndedAt = turn.Now };
-                    Commit(turn);
-                    return new ClaimGrant(s.ScannerUserId!, deviceId, s.Requester.ClientName, s.Requester.ClientKind, s.Requester.Ip);
-                case Pending or Scanned:
-                    return Errors.NotApproved();
-                case Completed:
-                    return Errors.AlreadyClaimed();
-                case Expired:
-                    return Errors.QrExpired();
-                default:
-                    return Errors.InvalidState(s.State, "claim");
-            }
-        }, ct);
-
-    public Task ReceiveReminderAsync(string name, DateTimeOffset dueAt, CancellationToken ct) =>
-        Transition<bool>(turn =>
-        {
-            if (turn.State is not { } s)
-            {
-                return false;
-            }
-            if (IsTerminal(s.State))
-            {
-                if (turn.Now >= s.EndedAt + options.TerminalGrace)
-                {
-                    turn.ClearReminder(DeadlineReminder);
-                    turn.State = null; // the grace period is over: later callers get qr_invalid / 401
-                }
-                return true;
-            }
-            AdvanceClock(turn);
-            return true;
-        }, ct);
-
-    /// <summary>Applies every transition that time alone causes, up to now.</summary>
-    private void AdvanceClock(Turn<QrSessionState> turn)
+    public async Task<ScanResult> ScanAsync(string qrSecret, string userId, string scannerIp, CancellationToken ct)
     {
-        var s = turn.State!;
-        var now = turn.Now;
+        if (!session.RecordExists)
+        {
+            throw Errors.QrInvalid();
+        }
+        var s = await CatchUpAsync() ?? throw Errors.QrInvalid();
+        if (!Secrets.FixedTimeEquals(qrSecret, s.QrSecret))
+        {
+            throw s.SupersededSecretHashes.Contains(Secrets.Hash(qrSecret)) ? Errors.QrExpired() : Errors.QrInvalid();
+        }
         switch (s.State)
         {
-            case Pending when now >= s.QrExpiresAt && s.Rotation < s.MaxRotations:
-                turn.State = s with
+            case Pending:
+                var number = RandomNumberGenerator.GetInt32(10, 100);
+                await CommitAsync(s with
+                {
+                    State = Scanned,
+                    ScannerUserId = userId,
+                    ScannerIp = scannerIp,
+                    NumberMatch = number.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                    NumberChoices = NumberChoices(number),
+                    ApproveBefore = Now + options.ApprovalWindow,
+                });
+                return ScanView(session.State);
+            case Scanned when s.ScannerUserId == userId:
+                return ScanView(s); // the same phone scanning again sees the same question
+            case Scanned:
+                throw Errors.QrAlreadyScanned();
+            case Expired:
+                throw Errors.QrExpired();
+            default:
+                throw s.ScannerUserId is not null && s.ScannerUserId != userId ? Errors.QrAlreadyScanned() : Errors.QrAlreadyUsed();
+        }
+    }
+
+    public async Task<QrSessionSnapshot> ApproveAsync(string userId, string number, CancellationToken ct)
+    {
+        var s = await ScannerOnlyAsync(userId, "approve");
+        if (!Secrets.FixedTimeEquals(number, s.NumberMatch!))
+        {
+            // A wrong pick ends the session, and the phone is told why.
+            await CommitAsync(s with { State = Rejected, EndedAt = Now });
+            throw Errors.NumberMismatch();
+        }
+        return await CommitAsync(s with { State = Approved, ClaimBefore = Now + options.ClaimWindow });
+    }
+
+    public async Task<QrSessionSnapshot> RejectAsync(string userId, CancellationToken ct)
+    {
+        var s = await ScannerOnlyAsync(userId, "reject");
+        return await CommitAsync(s with { State = Rejected, EndedAt = Now });
+    }
+
+    public async Task<QrSessionSnapshot> CancelAsync(string desktopToken, CancellationToken ct)
+    {
+        var s = await DesktopAsync(desktopToken);
+        return s.State switch
+        {
+            Pending or Scanned or Approved => await CommitAsync(s with { State = Cancelled, EndedAt = Now }),
+            Cancelled => Snapshot(s),
+            Expired => throw Errors.QrExpired(),
+            _ => throw Errors.InvalidState(s.State, "cancel"),
+        };
+    }
+
+    public async Task<ClaimGrant> ClaimAsync(string desktopToken, CancellationToken ct)
+    {
+        var s = await DesktopAsync(desktopToken);
+        switch (s.State)
+        {
+            case Approved:
+                var deviceId = s.ScannerUserId + "-" + Secrets.NewHexId(8);
+                await CommitAsync(s with { State = Completed, DeviceId = deviceId, EndedAt = Now });
+                return new ClaimGrant(s.ScannerUserId!, deviceId, s.Requester.ClientName, s.Requester.ClientKind, s.Requester.Ip);
+            case Pending or Scanned:
+                throw Errors.NotApproved();
+            case Completed:
+                throw Errors.AlreadyClaimed();
+            case Expired:
+                throw Errors.QrExpired();
+            default:
+                throw Errors.InvalidState(s.State, "claim");
+        }
+    }
+
+    public async Task ReceiveReminder(string reminderName, TickStatus status)
+    {
+        if (!session.RecordExists)
+        {
+            await ForgetReminderAsync(); // deleted meanwhile: nothing left to do
+            return;
+        }
+        await CatchUpAsync();
+    }
+
+    /// <summary>
+    /// Applies every transition that time alone causes, up to now: a QR rotation, a window running out, or (after
+    /// the grace period of a finished session) deletion. Then points the timer at the next deadline. Null when
+    /// the session is gone.
+    /// </summary>
+    private async Task<QrSessionState?> CatchUpAsync()
+    {
+        var s = session.State;
+        var now = Now;
+        switch (s.State)
+        {
+            case Pending when now >= s.QrExpiresAt && s.Rotation < s.MaxRotations && now < s.ExpiresAt:
+                await CommitAsync(s with
                 {
                     QrSecret = Secrets.NewToken(16),
                     Rotation = s.Rotation + 1,
                     QrExpiresAt = now + options.QrTtl,
                     SupersededSecretHashes = [.. s.SupersededSecretHashes, Secrets.Hash(s.QrSecret)],
-                };
-                Commit(turn);
+                });
                 break;
             case Pending when now >= s.QrExpiresAt || now >= s.ExpiresAt:
             case Scanned when now >= s.ApproveBefore:
             case Approved when now >= s.ClaimBefore:
-                turn.State = s with { State = Expired, EndedAt = now };
-                Commit(turn);
+                await CommitAsync(s with { State = Expired, EndedAt = now });
+                break;
+            default:
+                if (IsTerminal(s.State) && now >= s.EndedAt + options.TerminalGrace)
+                {
+                    // The grace period is over: later callers get qr_invalid / 401, and nothing keeps the activation.
+                    await session.DeleteAsync(this);
+                    census.Report(ActivationCensus.QrSession, Key, null);
+                    _deadline?.Dispose();
+                    await ForgetReminderAsync();
+                    DeactivateOnIdle();
+                    return null;
+                }
+                census.Report(ActivationCensus.QrSession, Key, s.State);
+                ArmTimer(s);
                 break;
         }
+        return session.State;
     }
 
     /// <summary>Approve and reject: only the user who scanned, only while scanned and in time.</summary>
-    private GrainException? ScannerOnly(Turn<QrSessionState> turn, string userId, string action)
+    private async Task<QrSessionState> ScannerOnlyAsync(string userId, string action)
     {
-        if (turn.State is null)
+        if (!session.RecordExists)
         {
-            return Errors.QrInvalid();
+            throw Errors.QrInvalid();
         }
-        AdvanceClock(turn);
-        var s = turn.State!;
+        var s = await CatchUpAsync() ?? throw Errors.QrInvalid();
         if (s.ScannerUserId is not null && s.ScannerUserId != userId)
         {
-            return Errors.NotScanner();
+            throw Errors.NotScanner();
         }
         return s.State switch
         {
-            Scanned => null,
-            Expired => Errors.QrExpired(),
-            Pending => Errors.InvalidState(s.State, action),
-            _ => Errors.QrAlreadyUsed(),
+            Scanned => s,
+            Expired => throw Errors.QrExpired(),
+            Pending => throw Errors.InvalidState(s.State, action),
+            _ => throw Errors.QrAlreadyUsed(),
         };
     }
 
-    private static QrSessionState Desktop(Turn<QrSessionState> turn, string desktopToken)
+    /// <summary>The session, caught up, if <paramref name="desktopToken"/> is its desktop's; otherwise 401.</summary>
+    private async Task<QrSessionState> DesktopAsync(string desktopToken)
     {
-        if (turn.State is not { } s || !Secrets.MatchesHash(desktopToken, s.DesktopTokenHash))
+        if (!session.RecordExists || !Secrets.MatchesHash(desktopToken, session.State.DesktopTokenHash))
         {
             throw Errors.Unauthenticated("A valid desktop token for this session is required.");
         }
-        return s;
+        return await CatchUpAsync() ?? throw Errors.Unauthenticated("A valid desktop token for this session is required.");
     }
 
-    /// <summary>Publishes the new snapshot and points the deadline reminder at the state's next deadline.</summary>
-    private QrSessionSnapshot Commit(Turn<QrSessionState> turn)
+    /// <summary>The one write of a transition, then its event on the session's stream, then the next deadline.</summary>
+    private async Task<QrSessionSnapshot> CommitAsync(QrSessionState next)
     {
-        var s = turn.State!;
-        var snapshot = Snapshot(s, turn.NextVersion);
-        turn.Publish(snapshot, Json);
-        turn.SetReminder(DeadlineReminder, NextDeadline(s));
+        var previous = session.RecordExists ? session.State : null;
+        session.State = next with { Version = next.Version + 1 };
+        await session.PersistAsync(this);
+        var s = session.State;
+        foreach (var observer in observers)
+        {
+            observer.OnCommitted(Key, previous, s);
+        }
+        census.Report(ActivationCensus.QrSession, Key, s.State);
+        var snapshot = Snapshot(s);
+        try
+        {
+            await _stream!.OnNextAsync(new QrSessionChanged(s.Version, snapshot));
+        }
+        catch (Exception e)
+        {
+            // The state is stored; watchers re-read snapshots on reconnect and long-polls re-read on timeout, so a
+            // lost event delays an update, never loses it.
+            LogPublishFailed(log, e);
+        }
+        ArmTimer(s);
         return snapshot;
+    }
+
+    private void ArmTimer(QrSessionState s)
+    {
+        _deadline?.Dispose();
+        var due = NextDeadline(s) - Now;
+        _deadline = this.RegisterGrainTimer(
+            static (grain, _) => grain.OnDeadlineAsync(),
+            this,
+            new GrainTimerCreationOptions(due < TimeSpan.Zero ? TimeSpan.Zero : due, Timeout.InfiniteTimeSpan) { Interleave = false });
+    }
+
+    private async Task OnDeadlineAsync()
+    {
+        if (session.RecordExists)
+        {
+            await CatchUpAsync();
+        }
+    }
+
+    private async Task ForgetReminderAsync()
+    {
+        if (await this.GetReminder(RecoveryReminder) is { } reminder)
+        {
+            await this.UnregisterReminder(reminder);
+        }
     }
 
     private DateTimeOffset NextDeadline(QrSessionState s) => s.State switch
@@ -280,10 +332,10 @@ public sealed class QrSessionGrain(GrainId id, IGrainRuntime runtime, QrSessionO
         _ => s.EndedAt!.Value + options.TerminalGrace,
     };
 
-    private QrSessionSnapshot Snapshot(QrSessionState s, long version) => new(
-        Id.Key,
+    private QrSessionSnapshot Snapshot(QrSessionState s) => new(
+        Key,
         s.State,
-        version,
+        s.Version,
         s.State switch
         {
             Scanned => s.ApproveBefore!.Value,
@@ -293,10 +345,10 @@ public sealed class QrSessionGrain(GrainId id, IGrainRuntime runtime, QrSessionO
         s.State == Pending ? new QrCodeView(QrUrl(s), s.QrExpiresAt, s.Rotation, s.MaxRotations) : null,
         s.State == Scanned ? s.NumberMatch : null);
 
-    private string QrUrl(QrSessionState s) => $"{options.PublicOrigin.TrimEnd('/')}/l/{Id.Key}.{s.QrSecret}";
+    private string QrUrl(QrSessionState s) => $"{options.PublicOrigin.TrimEnd('/')}/l/{Key}.{s.QrSecret}";
 
     private ScanResult ScanView(QrSessionState s) => new(
-        Id.Key,
+        Key,
         new RequesterView(s.Requester.ClientName, s.Requester.ClientKind, s.Requester.Browser, s.Requester.Os,
             s.Requester.Ip, s.Requester.CreatedAt, Network.Same(s.Requester.Ip, s.ScannerIp ?? "")),
         s.NumberChoices!,
@@ -311,4 +363,7 @@ public sealed class QrSessionGrain(GrainId id, IGrainRuntime runtime, QrSessionO
         }
         return choices.Select(n => n.ToString(System.Globalization.CultureInfo.InvariantCulture)).ToArray();
     }
+
+    [LoggerMessage(LogLevel.Warning, "Publishing a session change on its stream failed; watchers will re-read the snapshot")]
+    private static partial void LogPublishFailed(ILogger log, Exception e);
 }

@@ -11,6 +11,12 @@ public sealed class QrSessionOptions
     /// <summary>How long a finished session is kept so late callers get the precise error.</summary>
     public TimeSpan TerminalGrace { get; set; } = TimeSpan.FromMinutes(2);
 
+    /// <summary>
+    /// Period of the durable reminder that brings a live session back after its silo died, so it still rotates,
+    /// expires and is deleted. Orleans refuses periods under its MinimumReminderPeriod (1 minute in production).
+    /// </summary>
+    public TimeSpan RecoveryPeriod { get; set; } = TimeSpan.FromMinutes(1);
+
     /// <summary>The origin QR URLs point at; the gateway fills in its first listening URL when unset.</summary>
     public string PublicOrigin { get; set; } = "";
 }

@@ -1,4 +1,4 @@
-using QrOrleans.Runtime;
+using Microsoft.Extensions.DependencyInjection;
 using QrOrleans.Users;
 
 namespace QrOrleans.Grains.Users;
@@ -14,69 +14,73 @@ public sealed record UserState
 }
 
 /// <summary>A user: profile and the list of their devices. Refresh tokens and revocation live in the device grains.</summary>
-public sealed class UserGrain(GrainId id, IGrainRuntime runtime, IGrainFactory grains) : Grain<UserState>(id, runtime), IUserGrain
+public sealed class UserGrain(
+    [PersistentState("user", OrleansNames.Storage)] IPersistentState<UserState> user,
+    [FromKeyedServices(OrleansNames.Clock)] TimeProvider time) : Grain, IUserGrain
 {
-    public Task<UserView> CreateAsync(string username, string displayName, CancellationToken ct) =>
-        Transition<UserView>(turn =>
-        {
-            turn.State ??= new UserState { Username = username, DisplayName = displayName, CreatedAt = turn.Now };
-            return View(turn.State);
-        }, ct);
+    private string Key => this.GetPrimaryKeyString();
 
-    public async Task<UserView?> GetAsync(CancellationToken ct) =>
-        await ReadAsync(ct).ConfigureAwait(false) is { } r ? View(r.State) : null;
+    public async Task<UserView> CreateAsync(string username, string displayName, CancellationToken ct)
+    {
+        if (!user.RecordExists)
+        {
+            user.State = new UserState { Username = username, DisplayName = displayName, CreatedAt = time.GetUtcNow() };
+            await user.PersistAsync(this);
+        }
+        return View(user.State);
+    }
+
+    public Task<UserView?> GetAsync(CancellationToken ct) =>
+        Task.FromResult(user.RecordExists ? View(user.State) : null);
 
     public async Task<DeviceSession> AddDeviceAsync(NewDevice device, CancellationToken ct)
     {
-        // The id goes on the list first: if the device grain write then fails, a retry completes it, and a
-        // listed id without a device grain is skipped when listing.
-        var user = await Transition<UserView>(turn =>
+        if (!user.RecordExists)
         {
-            var s = turn.State ?? throw Errors.NotFound("The user");
-            if (!s.DeviceIds.Contains(device.DeviceId))
-            {
-                turn.State = s with { DeviceIds = [.. s.DeviceIds, device.DeviceId] };
-            }
-            return View(s);
-        }, ct).ConfigureAwait(false);
-        var (view, refreshToken) = await grains.GetGrain<IDeviceGrain>(device.DeviceId).RegisterAsync(Id.Key, device, ct).ConfigureAwait(false);
-        return new DeviceSession(user, view, refreshToken);
+            throw Errors.NotFound("The user");
+        }
+        // The id goes on the list first: if the device grain's write then fails, a retry completes it, and a
+        // listed id without a device grain is skipped when listing.
+        if (!user.State.DeviceIds.Contains(device.DeviceId))
+        {
+            user.State = user.State with { DeviceIds = [.. user.State.DeviceIds, device.DeviceId] };
+            await user.PersistAsync(this);
+        }
+        var issued = await GrainFactory.GetGrain<IDeviceGrain>(device.DeviceId).RegisterAsync(Key, device, ct);
+        return new DeviceSession(View(user.State), issued.Device, issued.RefreshToken);
     }
 
     public async Task<IReadOnlyList<DeviceView>> ListDevicesAsync(CancellationToken ct)
     {
-        if (await ReadAsync(ct).ConfigureAwait(false) is not { } r)
+        if (!user.RecordExists)
         {
             return [];
         }
-        var devices = await Task.WhenAll(r.State.DeviceIds.Select(d => grains.GetGrain<IDeviceGrain>(d).GetAsync(ct))).ConfigureAwait(false);
-        return devices.Where(d => d?.UserId == Id.Key).Select(d => d!.Value.Device).ToArray();
+        var devices = await Task.WhenAll(user.State.DeviceIds.Select(d => GrainFactory.GetGrain<IDeviceGrain>(d).GetAsync(ct)));
+        return devices.Where(d => d?.UserId == Key).Select(d => d!.Device).ToArray();
     }
 
     public async Task RevokeDeviceAsync(string deviceId, CancellationToken ct)
     {
-        var device = grains.GetGrain<IDeviceGrain>(deviceId);
-        if (await device.GetAsync(ct).ConfigureAwait(false) is not { } d || d.UserId != Id.Key)
+        var device = GrainFactory.GetGrain<IDeviceGrain>(deviceId);
+        if (await device.GetAsync(ct) is not { } d || d.UserId != Key)
         {
             throw Errors.NotFound("The device");
         }
-        await device.RevokeAsync(ct).ConfigureAwait(false);
+        await device.RevokeAsync(ct);
     }
 
     public async Task<DeviceSession> RefreshAsync(string deviceId, string secret, string ip, CancellationToken ct)
     {
-        var (device, userId, refreshToken) = await grains.GetGrain<IDeviceGrain>(deviceId).RefreshAsync(secret, ip, ct).ConfigureAwait(false);
-        if (userId != Id.Key || await GetAsync(ct).ConfigureAwait(false) is not { } user)
+        var issued = await GrainFactory.GetGrain<IDeviceGrain>(deviceId).RefreshAsync(secret, ip, ct);
+        if (issued.UserId != Key || !user.RecordExists)
         {
             throw Errors.InvalidRefreshToken();
         }
-        return new DeviceSession(user, device, refreshToken);
+        return new DeviceSession(View(user.State), issued.Device, issued.RefreshToken);
     }
 
-    public Task<bool> IsDeviceActiveAsync(string deviceId, CancellationToken ct) =>
-        grains.GetGrain<IDeviceGrain>(deviceId).IsActiveAsync(ct);
-
-    private UserView View(UserState s) => new(Id.Key, s.Username, s.DisplayName, s.CreatedAt);
+    private UserView View(UserState s) => new(Key, s.Username, s.DisplayName, s.CreatedAt);
 }
 
 public sealed record DeviceState
@@ -97,114 +101,136 @@ public sealed record DeviceState
 }
 
 /// <summary>A device's refresh token ("deviceId.secret", only its hash kept), rotated on every use, and its revocation.</summary>
-public sealed class DeviceGrain(GrainId id, IGrainRuntime runtime) : Grain<DeviceState>(id, runtime), IDeviceGrain
+public sealed class DeviceGrain(
+    [PersistentState("device", OrleansNames.Storage)] IPersistentState<DeviceState> device,
+    [FromKeyedServices(OrleansNames.Clock)] TimeProvider time) : Grain, IDeviceGrain
 {
     /// <summary>Enough rotated hashes to recognise a replay of any recent token.</summary>
     private const int RotatedHashesKept = 32;
 
-    public Task<(DeviceView Device, string RefreshToken)> RegisterAsync(string userId, NewDevice device, CancellationToken ct) =>
-        Transition<(DeviceView, string)>(turn =>
-        {
-            var secret = Secrets.NewToken(32);
-            if (turn.State is { } existing)
-            {
-                if (existing.Revoked || existing.UserId != userId)
-                {
-                    return Errors.InvalidState("revoked", "register");
-                }
-                turn.State = Rotate(existing, secret, turn.Now, device.Ip);
-            }
-            else
-            {
-                turn.State = new DeviceState
-                {
-                    UserId = userId, Name = device.Name, Kind = device.Kind, CreatedAt = turn.Now, LastSeenAt = turn.Now,
-                    Ip = device.Ip, RefreshHash = Secrets.Hash(secret),
-                };
-            }
-            return (View(turn.State), Id.Key + "." + secret);
-        }, ct);
+    private string Key => this.GetPrimaryKeyString();
 
-    public async Task<(DeviceView Device, string UserId)?> GetAsync(CancellationToken ct) =>
-        await ReadAsync(ct).ConfigureAwait(false) is { } r ? (View(r.State), r.State.UserId) : null;
-
-    public Task<(DeviceView Device, string UserId, string RefreshToken)> RefreshAsync(string secret, string ip, CancellationToken ct) =>
-        Transition<(DeviceView, string, string)>(turn =>
+    public async Task<IssuedRefreshToken> RegisterAsync(string userId, NewDevice registration, CancellationToken ct)
+    {
+        var secret = Secrets.NewToken(32);
+        var now = time.GetUtcNow();
+        if (device.RecordExists)
         {
-            if (turn.State is not { Revoked: false } s)
+            if (device.State.Revoked || device.State.UserId != userId)
             {
-                throw Errors.InvalidRefreshToken();
+                throw Errors.InvalidState("revoked", "register");
             }
-            if (Secrets.MatchesHash(secret, s.RefreshHash))
+            device.State = Rotate(device.State, secret, now, registration.Ip);
+        }
+        else
+        {
+            device.State = new DeviceState
             {
-                var next = Secrets.NewToken(32);
-                turn.State = Rotate(s, next, turn.Now, ip);
-                return (View(turn.State), s.UserId, Id.Key + "." + next);
-            }
-            if (s.RotatedHashes.Contains(Secrets.Hash(secret)))
-            {
-                // A rotated token came back: someone holds a copy. Sign the device out everywhere.
-                turn.State = s with { Revoked = true };
-                return Errors.RefreshTokenReused();
-            }
+                UserId = userId, Name = registration.Name, Kind = registration.Kind, CreatedAt = now, LastSeenAt = now,
+                Ip = registration.Ip, RefreshHash = Secrets.Hash(secret),
+            };
+        }
+        await device.PersistAsync(this);
+        return new IssuedRefreshToken(View(device.State), userId, Key + "." + secret);
+    }
+
+    public Task<OwnedDevice?> GetAsync(CancellationToken ct) =>
+        Task.FromResult(device.RecordExists ? new OwnedDevice(View(device.State), device.State.UserId) : null);
+
+    public async Task<IssuedRefreshToken> RefreshAsync(string secret, string ip, CancellationToken ct)
+    {
+        if (!device.RecordExists || device.State.Revoked)
+        {
             throw Errors.InvalidRefreshToken();
-        }, ct);
-
-    public Task RevokeAsync(CancellationToken ct) =>
-        Transition<bool>(turn =>
+        }
+        var s = device.State;
+        if (Secrets.MatchesHash(secret, s.RefreshHash))
         {
-            if (turn.State is { Revoked: false } s)
-            {
-                turn.State = s with { Revoked = true };
-            }
-            return true;
-        }, ct);
+            var next = Secrets.NewToken(32);
+            device.State = Rotate(s, next, time.GetUtcNow(), ip);
+            await device.PersistAsync(this);
+            return new IssuedRefreshToken(View(device.State), s.UserId, Key + "." + next);
+        }
+        if (s.RotatedHashes.Contains(Secrets.Hash(secret)))
+        {
+            // A rotated token came back: someone holds a copy. Sign the device out everywhere.
+            device.State = s with { Revoked = true };
+            await device.PersistAsync(this);
+            throw Errors.RefreshTokenReused();
+        }
+        throw Errors.InvalidRefreshToken();
+    }
 
-    public async Task<bool> IsActiveAsync(CancellationToken ct) =>
-        await ReadAsync(ct).ConfigureAwait(false) is { State.Revoked: false };
+    public async Task RevokeAsync(CancellationToken ct)
+    {
+        if (device.RecordExists && !device.State.Revoked)
+        {
+            device.State = device.State with { Revoked = true };
+            await device.PersistAsync(this);
+        }
+    }
 
-    private static DeviceState Rotate(DeviceState device, string secret, DateTimeOffset now, string ip) => device with
+    public Task<bool> IsActiveAsync(string userId, CancellationToken ct) =>
+        Task.FromResult(device.RecordExists && !device.State.Revoked && device.State.UserId == userId);
+
+    private static DeviceState Rotate(DeviceState d, string secret, DateTimeOffset now, string ip) => d with
     {
         RefreshHash = Secrets.Hash(secret),
-        RotatedHashes = [.. device.RotatedHashes.TakeLast(RotatedHashesKept - 1), device.RefreshHash],
+        RotatedHashes = [.. d.RotatedHashes.TakeLast(RotatedHashesKept - 1), d.RefreshHash],
         LastSeenAt = now,
         Ip = ip,
     };
 
-    private DeviceView View(DeviceState d) => new(Id.Key, d.Name, d.Kind, d.CreatedAt, d.LastSeenAt, d.Ip, d.Revoked);
+    private DeviceView View(DeviceState d) => new(Key, d.Name, d.Kind, d.CreatedAt, d.LastSeenAt, d.Ip, d.Revoked);
 }
 
-public sealed record UsernameState(string UserId);
-
-public sealed class UsernameGrain(GrainId id, IGrainRuntime runtime) : Grain<UsernameState>(id, runtime), IUsernameGrain
+public sealed record UsernameState
 {
-    public Task ReserveAsync(string userId, CancellationToken ct) =>
-        Transition<bool>(turn =>
+    public required string UserId { get; init; }
+}
+
+public sealed class UsernameGrain(
+    [PersistentState("username", OrleansNames.Storage)] IPersistentState<UsernameState> name) : Grain, IUsernameGrain
+{
+    public async Task ReserveAsync(string userId, CancellationToken ct)
+    {
+        if (name.RecordExists)
         {
-            if (turn.State is { } taken)
+            if (name.State.UserId != userId)
             {
-                return taken.UserId == userId ? true : Errors.UsernameTaken(Id.Key);
+                throw Errors.UsernameTaken(this.GetPrimaryKeyString());
             }
-            turn.State = new UsernameState(userId);
-            return true;
-        }, ct);
+            return;
+        }
+        name.State = new UsernameState { UserId = userId };
+        await name.PersistAsync(this);
+    }
 
-    public async Task<string?> GetUserIdAsync(CancellationToken ct) =>
-        (await ReadAsync(ct).ConfigureAwait(false))?.State.UserId;
+    public Task<string?> GetUserIdAsync(CancellationToken ct) => Task.FromResult(name.RecordExists ? name.State.UserId : null);
 }
 
-public sealed class SigningKeyGrain(GrainId id, IGrainRuntime runtime) : Grain<SigningKeyMaterial>(id, runtime), ISigningKeyGrain
+public sealed record SigningKeyState
 {
-    public async Task<SigningKeyMaterial> GetOrCreateAsync(CancellationToken ct) =>
-        await ReadAsync(ct).ConfigureAwait(false) is { } r
-            ? r.State
-            : await Transition<SigningKeyMaterial>(turn =>
+    public required string KeyId { get; init; }
+    public required string PrivateKeyPkcs8Base64 { get; init; }
+    public required DateTimeOffset CreatedAt { get; init; }
+}
+
+public sealed class SigningKeyGrain(
+    [PersistentState("signing-key", OrleansNames.Storage)] IPersistentState<SigningKeyState> key,
+    [FromKeyedServices(OrleansNames.Clock)] TimeProvider time) : Grain, ISigningKeyGrain
+{
+    public async Task<SigningKeyMaterial> GetOrCreateAsync(CancellationToken ct)
+    {
+        if (!key.RecordExists)
+        {
+            using var ec = System.Security.Cryptography.ECDsa.Create(System.Security.Cryptography.ECCurve.NamedCurves.nistP256);
+            key.State = new SigningKeyState
             {
-                if (turn.State is null)
-                {
-                    using var key = System.Security.Cryptography.ECDsa.Create(System.Security.Cryptography.ECCurve.NamedCurves.nistP256);
-                    turn.State = new SigningKeyMaterial(Secrets.NewHexId(8), Convert.ToBase64String(key.ExportPkcs8PrivateKey()), turn.Now);
-                }
-                return turn.State;
-            }, ct).ConfigureAwait(false);
+                KeyId = Secrets.NewHexId(8), PrivateKeyPkcs8Base64 = Convert.ToBase64String(ec.ExportPkcs8PrivateKey()), CreatedAt = time.GetUtcNow(),
+            };
+            await key.PersistAsync(this);
+        }
+        return new SigningKeyMaterial(key.State.KeyId, key.State.PrivateKeyPkcs8Base64, key.State.CreatedAt);
+    }
 }

@@ -8,14 +8,14 @@ namespace QrOrleans.Tests.Audit;
 /// <summary>The per-user audit grain: newest first, kept for the retention time, bounded, trimmed daily.</summary>
 public sealed class AuditGrainTests
 {
-    private static SiloHarness Silo(AuditOptions options) => new(services: s => s.AddSingleton(options));
+    private static Task<SiloHarness> Silo(AuditOptions options) => SiloHarness.StartAsync(services: s => s.AddSingleton(options));
 
     private static AuditEntry Entry(string action, string? detail = null) => new(default, action, "192.0.2.7", "Chrome 131 on Android", Detail: detail);
 
     [Fact]
     public async Task Entries_are_stamped_by_the_grain_and_listed_newest_first_within_a_time_range()
     {
-        await using var silo = Silo(new AuditOptions());
+        await using var silo = await Silo(new AuditOptions());
         var grain = silo.Grains.GetGrain<IAuditGrain>("u1");
         var start = silo.Clock!.GetUtcNow();
 
@@ -37,7 +37,7 @@ public sealed class AuditGrainTests
     [Fact]
     public async Task An_append_drops_entries_past_retention_and_keeps_at_most_the_bound()
     {
-        await using var silo = Silo(new AuditOptions { Retention = TimeSpan.FromDays(30), MaxEntries = 5 });
+        await using var silo = await Silo(new AuditOptions { Retention = TimeSpan.FromDays(30), MaxEntries = 5 });
         var grain = silo.Grains.GetGrain<IAuditGrain>("u2");
         await grain.AppendAsync(Entry(AuditActions.QrScanned, "old"), default);
         silo.Clock!.Advance(TimeSpan.FromDays(31));
@@ -54,21 +54,21 @@ public sealed class AuditGrainTests
     [Fact]
     public async Task The_daily_reminder_trims_a_trail_nobody_appends_to_and_deletes_it_when_empty()
     {
-        await using var silo = Silo(new AuditOptions { Retention = TimeSpan.FromDays(2), TrimInterval = TimeSpan.FromDays(1) });
+        await using var silo = await Silo(new AuditOptions { Retention = TimeSpan.FromDays(2), TrimInterval = TimeSpan.FromDays(1) });
         var grain = silo.Grains.GetGrain<IAuditGrain>("u3");
         await grain.AppendAsync(Entry(AuditActions.DeviceLinked), default);
         silo.Clock!.Advance(TimeSpan.FromDays(1));
         await grain.AppendAsync(Entry(AuditActions.DeviceRevoked), default);
 
         silo.Clock.Advance(TimeSpan.FromDays(1.5)); // the first entry is past retention now
-        Assert.Equal(1, await silo.FireDueRemindersAsync());
+        Assert.Equal(["trim"], await silo.RemindersOfAsync(grain));
+        await SiloHarness.FireReminderAsync(grain, "trim");
         Assert.Equal([AuditActions.DeviceRevoked], (await grain.ListAsync(null, null, 10, default)).Select(e => e.Action));
-        Assert.NotNull(await silo.Runtime.ReadAsync<AuditState>(new QrOrleans.Runtime.GrainId(AuditGrainTypes.Audit, "u3"), default));
+        Assert.True(await silo.IsStoredAsync<AuditState>(grain, "audit"));
 
         silo.Clock.Advance(TimeSpan.FromDays(2));
-        await silo.FireDueRemindersAsync();
-        Assert.Null(await silo.Runtime.ReadAsync<AuditState>(new QrOrleans.Runtime.GrainId(AuditGrainTypes.Audit, "u3"), default));
-        var (due, _) = await silo.Reminders.BacklogAsync(silo.Clock.GetUtcNow() + TimeSpan.FromDays(10), TimeSpan.Zero, default);
-        Assert.Equal(0, due); // the emptied trail took its reminder with it
+        await SiloHarness.FireReminderAsync(grain, "trim");
+        Assert.False(await silo.IsStoredAsync<AuditState>(grain, "audit"));
+        Assert.Empty(await silo.RemindersOfAsync(grain)); // the emptied trail took its reminder with it
     }
 }

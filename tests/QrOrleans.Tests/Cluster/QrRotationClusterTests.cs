@@ -1,3 +1,4 @@
+using QrOrleans.Tests.Infrastructure;
 using System.Diagnostics;
 using System.Text.Json;
 
@@ -9,8 +10,9 @@ public sealed class FastRotationCluster : ClusterFixture
 }
 
 /// <summary>
-/// The QR rotation reminder lives in the shared reminder table and every node polls it: each due reminder is
-/// claimed by one node (FOR UPDATE SKIP LOCKED), so the code rotates once per TTL for the whole cluster.
+/// The QR code rotates on a grain timer of the session's one activation (single activation across the cluster),
+/// so with a 1 s TTL on three nodes it rotates once per TTL for the whole cluster, not once per node, and expires
+/// after its last code. The desktop watches on another node than the one that created the session.
 /// </summary>
 [Collection("Cluster")]
 public sealed class QrRotationClusterTests(FastRotationCluster cluster) : IClassFixture<FastRotationCluster>
@@ -34,7 +36,7 @@ public sealed class QrRotationClusterTests(FastRotationCluster cluster) : IClass
         // Then the rest of the session: rotations up to 6, then expiry at the session deadline (6 x TTL).
         var expired = await sse.WaitForStateAsync("expired", TimeSpan.FromSeconds(8));
         var events = sse.Events;
-        TestContext.Current.SendDiagnosticMessage("rotation over SSE: " + string.Join(", ", events.Select(e =>
+        Diagnostics.Report("rotation over SSE: " + string.Join(", ", events.Select(e =>
             $"v{e.Version} {e.State} r{e.Rotation} @{ClusterCalls.Seconds(started, e.ReceivedAt):F2}s")));
 
         // Versions up to 7 exactly once each, in order: 6 codes (one create + 5 rotations), then expired. The stream

@@ -177,9 +177,42 @@ public static class ClusterCalls
     public static async Task<JsonElement> ClusterAsync(ClusterNode node) =>
         (await node.Api.SendAsync(HttpMethod.Get, "/v1/cluster", null, apiKey: ClusterNode.AdminKey)).EnsureStatus(200).Body;
 
-    public static JsonElement? SiloOf(JsonElement cluster, ClusterNode node) =>
+    /// <summary>
+    /// The membership entries of <paramref name="node"/>'s silo in a /v1/cluster answer (Orleans names a silo by its
+    /// endpoint and generation, so a node restarted on the same port has an entry per generation), newest last.
+    /// </summary>
+    public static IReadOnlyList<JsonElement> SilosOf(JsonElement cluster, ClusterNode node) =>
         cluster.GetProperty("silos").EnumerateArray()
-            .Where(s => s.GetProperty("address").GetString()!.TrimEnd('/') == node.SiloAddress)
-            .Select(s => (JsonElement?)s)
-            .LastOrDefault();
+            .Where(s => (s.GetProperty("address").GetString() ?? "").Contains($"127.0.0.1:{node.SiloPort}", StringComparison.Ordinal))
+            .ToList();
+
+    /// <summary>Whether the node's silo (any generation) is in <paramref name="status"/> (Orleans' name: Active, Dead, …).</summary>
+    public static bool SiloIs(JsonElement cluster, ClusterNode node, string status) =>
+        SilosOf(cluster, node).Any(s => string.Equals(s.GetProperty("status").GetString(), status, StringComparison.OrdinalIgnoreCase));
+
+    /// <summary>Whether the node's newest generation is Active and no older one still is (a restart supersedes).</summary>
+    public static bool OnlyNewestActive(JsonElement cluster, ClusterNode node)
+    {
+        var entries = SilosOf(cluster, node).Select(s => s.GetProperty("status").GetString() ?? "").ToList();
+        return entries.Count(s => string.Equals(s, "Active", StringComparison.OrdinalIgnoreCase)) == 1;
+    }
+
+    public static string DescribeSilos(JsonElement cluster) =>
+        string.Join(", ", cluster.GetProperty("silos").EnumerateArray().Select(s => $"{s.GetProperty("address").GetString()}={s.GetProperty("status").GetString()}"));
+
+    /// <summary>Waits until every node's silo is Active in <paramref name="viewer"/>'s view of the cluster.</summary>
+    public static async Task AllActiveAsync(ClusterNode viewer, IEnumerable<ClusterNode> silos, TimeSpan timeout)
+    {
+        JsonElement? last = null;
+        await Diagnostics.EventuallyAsync(timeout, async () =>
+        {
+            var reply = await viewer.Api.SendAsync(HttpMethod.Get, "/v1/cluster", null, apiKey: ClusterNode.AdminKey);
+            if (reply.Status != 200)
+            {
+                return false;
+            }
+            last = reply.Body;
+            return silos.All(n => SiloIs(reply.Body, n, "Active"));
+        }, () => $"every silo Active as {viewer.Name} sees it; last view: {(last is { } v ? DescribeSilos(v) : "none")}");
+    }
 }

@@ -1,3 +1,4 @@
+using QrOrleans.Tests.Infrastructure;
 using System.Diagnostics;
 using Microsoft.Playwright;
 using QrOrleans.Tests.Browser;
@@ -8,7 +9,8 @@ namespace QrOrleans.Tests.Cluster;
 
 /// <summary>
 /// The cluster test classes run one after another (each starts its own node processes; two cores), in parallel
-/// with the rest of the suite.
+/// with the rest of the suite. Each class is a cluster of its own (a unique ClusterId and ServiceId) on the shared
+/// test Redis.
 /// </summary>
 [CollectionDefinition("Cluster")]
 public sealed class ClusterCollection;
@@ -16,9 +18,9 @@ public sealed class ClusterCollection;
 public sealed class ThreeNodeCluster : ClusterFixture;
 
 /// <summary>
-/// Three real gateway processes on one PostgreSQL database: a ceremony whose steps land on different nodes,
-/// told to the desktop live (SSE, long-poll, SignalR in a real browser) through NOTIFY/LISTEN, and the
-/// compare-and-set deciding a race between nodes.
+/// Three real gateway processes, each co-hosting a silo of one Orleans cluster on the test Redis: a ceremony whose
+/// steps land on different nodes, told to the desktop live (SSE, long-poll, SignalR in a real browser) through the
+/// session's Orleans stream, and single activation deciding a race between nodes.
 /// </summary>
 [Collection("Cluster")]
 public sealed class ThreeNodeClusterTests(ThreeNodeCluster cluster) : IClassFixture<ThreeNodeCluster>
@@ -27,6 +29,10 @@ public sealed class ThreeNodeClusterTests(ThreeNodeCluster cluster) : IClassFixt
     public Task A_ceremony_spread_over_three_nodes_reaches_the_desktop_on_node_1_within_a_second() => cluster.RunAsync(async () =>
     {
         var (n1, n2, n3) = (cluster[1], cluster[2], cluster[3]);
+        foreach (var viewer in cluster.Nodes)
+        {
+            await AllActiveAsync(viewer, cluster.Nodes, TimeSpan.FromSeconds(15));
+        }
         var phone = await n3.Api.NewPhoneAsync();
         var session = await n1.Api.CreateSessionAsync();
         await using var sse = await SseWatcher.OpenAsync(n1, session);
@@ -57,7 +63,7 @@ public sealed class ThreeNodeClusterTests(ThreeNodeCluster cluster) : IClassFixt
         var pollDelay = Seconds(approvedAt, polledAt);
         Assert.True(sseDelay < 1.0, $"SSE told the desktop {sseDelay:F3} s after the approval");
         Assert.True(pollDelay < 1.0, $"The long-poll answered {pollDelay:F3} s after the approval");
-        TestContext.Current.SendDiagnosticMessage($"approve on node 3 -> node 1: SSE {sseDelay * 1000:F1} ms, long-poll {pollDelay * 1000:F1} ms");
+        Diagnostics.Report($"approve on node 3 -> node 1: SSE {sseDelay * 1000:F1} ms, long-poll {pollDelay * 1000:F1} ms");
 
         var claim = (await n1.Api.ClaimAsync(session)).EnsureStatus(200);
         Assert.Equal(phone.UserId, claim.Body.GetProperty("user").GetProperty("id").GetString());
@@ -104,7 +110,7 @@ public sealed class ThreeNodeClusterTests(ThreeNodeCluster cluster) : IClassFixt
         (await n3.Api.ApproveAsync(phone.AccessToken, sessionId, number)).EnsureStatus(200);
         var approvedAt = Stopwatch.GetTimestamp();
         await Expect(main).ToHaveAttributeAsync("data-state", "signed-in", new() { Timeout = 5_000 });
-        TestContext.Current.SendDiagnosticMessage($"SignalR page on node 1 signed in {Stopwatch.GetElapsedTime(approvedAt).TotalMilliseconds:F0} ms after the approval on node 3");
+        Diagnostics.Report($"SignalR page on node 1 signed in {Stopwatch.GetElapsedTime(approvedAt).TotalMilliseconds:F0} ms after the approval on node 3");
         await Expect(page.Locator("#user-name")).ToHaveTextAsync("User " + username);
         Assert.Empty(errors);
     });
@@ -140,6 +146,6 @@ public sealed class ThreeNodeClusterTests(ThreeNodeCluster cluster) : IClassFixt
             var loser = winner == "a" ? (b, nodeB) : (a, nodeA);
             Assert.Equal(403, (await loser.Item2.Api.ApproveAsync(loser.Item1.AccessToken, session.SessionId, snapshot.Body.GetProperty("numberMatch").GetString()!)).Status);
         }
-        TestContext.Current.SendDiagnosticMessage($"100 cross-node scan races in {watch.Elapsed.TotalSeconds:F1} s; wins a={wins["a"]} b={wins["b"]}");
+        Diagnostics.Report($"100 cross-node scan races in {watch.Elapsed.TotalSeconds:F1} s; wins a={wins["a"]} b={wins["b"]}");
     });
 }

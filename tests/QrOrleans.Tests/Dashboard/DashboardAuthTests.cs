@@ -1,5 +1,6 @@
 using System.Net;
 using System.Text.Json;
+using Microsoft.Extensions.DependencyInjection;
 using QrOrleans.Tests.Api;
 using QrOrleans.Tests.Infrastructure;
 using QrOrleans.Tests.Observability;
@@ -125,13 +126,110 @@ public sealed class DashboardAuthTests(NodeFixture fixture) : IClassFixture<Node
         Assert.Equal(JsonValueKind.Number, d.GetProperty("totals").GetProperty("ceremonyP50").ValueKind);
         var silo = Assert.Single(d.GetProperty("silos").EnumerateArray());
         Assert.True(silo.GetProperty("self").GetBoolean());
-        Assert.Equal("active", silo.GetProperty("status").GetString());
+        Assert.Equal("Active", silo.GetProperty("status").GetString());
+        Assert.Equal(SelfSiloId(Node), silo.GetProperty("id").GetString());
         Assert.Equal(QrOrleans.Gateway.Dashboard.DashboardQuery.WindowMinutes, d.GetProperty("minutes").GetArrayLength());
         Assert.Contains(d.GetProperty("audit").EnumerateArray(), a => a.GetProperty("action").GetString() == "device_linked"
             && a.GetProperty("userId").GetString() == phone.UserId);
         Assert.Equal(JsonValueKind.Array, d.GetProperty("accounts").GetProperty("accounts").ValueKind);
         Assert.Equal(JsonValueKind.Array, d.GetProperty("accounts").GetProperty("inbox").ValueKind);
     }
+
+    [Fact]
+    public async Task The_orleans_dashboard_refuses_a_missing_or_tampered_cookie_and_sends_a_signed_out_browser_to_the_form()
+    {
+        using var http = NoRedirects(Node);
+        var good = await LogRedactionTests.SignInAsync(Node.Http, GatewayNode.AdminKey);
+        var value = good.Split('=', 2)[1];
+        var tampered = "qro_dashboard=" + value[..^2] + (value[^2..] == "AA" ? "BB" : "AA");
+
+        foreach (var cookie in new string?[] { null, tampered, "qro_dashboard=" + GatewayNode.AdminKey })
+        {
+            foreach (var path in new[] { "/dashboard/orleans/", "/dashboard/orleans/index.min.js", "/dashboard/orleans/DashboardCounters", "/dashboard/orleans/Trace" })
+            {
+                var refused = await GetAsync(http, path, cookie);
+                Assert.Equal(HttpStatusCode.Unauthorized, refused.StatusCode);
+                Assert.Equal("application/problem+json", refused.Content.Headers.ContentType?.MediaType);
+            }
+            using var browser = new HttpRequestMessage(HttpMethod.Get, "/dashboard/orleans/");
+            browser.Headers.Accept.ParseAdd("text/html,application/xhtml+xml");
+            if (cookie is not null)
+            {
+                browser.Headers.Add("Cookie", cookie);
+            }
+            using var redirected = await http.SendAsync(browser);
+            Assert.Equal(HttpStatusCode.SeeOther, redirected.StatusCode);
+            Assert.Equal("/dashboard", redirected.Headers.Location?.OriginalString);
+        }
+    }
+
+    [Fact]
+    public async Task Signed_in_the_orleans_dashboard_serves_its_page_and_its_data_but_never_grain_state()
+    {
+        using var http = NoRedirects(Node);
+        var cookie = await LogRedactionTests.SignInAsync(Node.Http, GatewayNode.AdminKey);
+
+        var bare = await GetAsync(http, "/dashboard/orleans", cookie);
+        Assert.Equal("/dashboard/orleans/", bare.Headers.Location?.OriginalString); // its assets are relative to the slash
+        var page = await GetAsync(http, "/dashboard/orleans/", cookie);
+        Assert.Equal(HttpStatusCode.OK, page.StatusCode);
+        Assert.Equal("text/html", page.Content.Headers.ContentType?.MediaType);
+        var html = await page.Content.ReadAsStringAsync();
+        Assert.Contains("<title>Orleans Dashboard</title>", html);
+        Assert.Contains("index.min.js", html);
+        Assert.Equal(HttpStatusCode.OK, (await GetAsync(http, "/dashboard/orleans/index.min.js", cookie)).StatusCode);
+
+        var counters = await GetAsync(http, "/dashboard/orleans/DashboardCounters", cookie);
+        Assert.Equal(HttpStatusCode.OK, counters.StatusCode);
+        using var json = JsonDocument.Parse(await counters.Content.ReadAsStringAsync());
+        Assert.Equal(1, json.RootElement.GetProperty("totalActiveHostCount").GetInt32());
+        var host = Assert.Single(json.RootElement.GetProperty("hosts").EnumerateArray());
+        Assert.Equal(SelfSiloAddress(Node).ToParsableString(), host.GetProperty("siloAddress").GetString());
+
+        var session = await new ApiClient(Node.Http).CreateSessionAsync();
+        var state = await GetAsync(http, $"/dashboard/orleans/GrainState?grainId={session.SessionId}&grainType=QrOrleans.Grains.QrSessions.QrSessionGrain", cookie);
+        Assert.Equal(HttpStatusCode.Forbidden, state.StatusCode);
+        Assert.DoesNotContain(session.QrUrl.Split('.')[^1], await state.Content.ReadAsStringAsync());
+    }
+
+    [Fact]
+    public async Task The_cluster_view_lists_this_silo_from_orleans_membership_with_activations_and_live_sessions_by_state()
+    {
+        var api = new ApiClient(Node.Http);
+        var session = await api.CreateSessionAsync();
+
+        JsonElement c;
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        do
+        {
+            c = (await api.SendAsync(HttpMethod.Get, "/v1/cluster", null, apiKey: GatewayNode.AdminKey)).EnsureStatus(200).Body;
+            if (c.GetProperty("grains").GetProperty("qrSession").GetProperty("pending").GetInt32() >= 1)
+            {
+                break;
+            }
+            await Task.Delay(200);
+        }
+        while (DateTime.UtcNow < deadline);
+
+        Assert.Equal(SelfSiloId(Node), c.GetProperty("self").GetString());
+        var silo = Assert.Single(c.GetProperty("silos").EnumerateArray());
+        Assert.Equal(SelfSiloId(Node), silo.GetProperty("id").GetString());
+        Assert.Equal(SelfSiloAddress(Node).Endpoint.ToString(), silo.GetProperty("address").GetString());
+        Assert.Equal("Active", silo.GetProperty("status").GetString());
+        Assert.InRange(silo.GetProperty("lastHeartbeatAt").GetDateTimeOffset(), silo.GetProperty("startedAt").GetDateTimeOffset(), DateTimeOffset.UtcNow.AddSeconds(5));
+        Assert.True(c.GetProperty("grains").GetProperty("qrSession").GetProperty("pending").GetInt32() >= 1);
+        Assert.Equal(JsonValueKind.Number, c.GetProperty("grains").GetProperty("linkedAccount").GetProperty("pairing").ValueKind);
+        var sessions = Assert.Single(c.GetProperty("activations").EnumerateObject(), a => a.Name.EndsWith("QrSessionGrain", StringComparison.Ordinal));
+        Assert.True(sessions.Value.GetInt32() >= 1);
+
+        Assert.Equal(401, (await api.SendAsync(HttpMethod.Get, "/v1/cluster", null)).Status);
+        (await api.CancelAsync(session)).EnsureStatus(200);
+    }
+
+    internal static Orleans.Runtime.SiloAddress SelfSiloAddress(GatewayNode node) =>
+        node.Services.GetRequiredService<Orleans.Runtime.ILocalSiloDetails>().SiloAddress;
+
+    internal static string SelfSiloId(GatewayNode node) => SelfSiloAddress(node).ToParsableString();
 
     private static HttpClient NoRedirects(GatewayNode node) =>
         new(new HttpClientHandler { AllowAutoRedirect = false, UseCookies = false }) { BaseAddress = node.BaseAddress };

@@ -1,47 +1,37 @@
 using System.Text.RegularExpressions;
-using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Playwright;
-using QrOrleans.Silo.Runtime;
 using QrOrleans.Tests.Browser;
 using QrOrleans.Tests.Infrastructure;
 using static Microsoft.Playwright.Assertions;
 
 namespace QrOrleans.Tests.Dashboard;
 
-/// <summary>Headless Chromium and a two-node cluster: two gateways on one PostgreSQL database.</summary>
-public sealed class TwoNodeClusterFixture : IAsyncLifetime
+/// <summary>
+/// Headless Chromium and one embedded node (a gateway co-hosting a one-silo cluster). Two embedded nodes are two
+/// separate clusters, so the cross-silo figures are covered by the Redis cluster tests, not here.
+/// </summary>
+public sealed class DashboardNodeFixture : IAsyncLifetime
 {
     public Chromium Chromium { get; private set; } = null!;
 
-    public GatewayNode A { get; private set; } = null!;
-
-    public GatewayNode B { get; private set; } = null!;
+    public GatewayNode Node { get; private set; } = null!;
 
     public async ValueTask InitializeAsync()
     {
         Assertions.SetDefaultExpectTimeout(BrowserFixture.TimeoutMs);
         var chromium = Chromium.LaunchAsync();
-        var database = (await Cluster.PostgresDatabase.CreateAsync()).ConnectionString; // a throwaway cluster: no need to drop it
-        var settings = new Dictionary<string, string?>
+        Node = await GatewayNode.StartAsync(new Dictionary<string, string?>
         {
-            ["QrOrleans:Storage:Provider"] = "PostgreSql",
-            ["QrOrleans:Storage:ConnectionString"] = database,
-            ["QrOrleans:Accounts:LeaseTime"] = "00:00:02",
             ["QrOrleans:Accounts:PairingPollWait"] = "00:00:00.250",
-        };
-        A = await GatewayNode.StartAsync(settings); // first alone: it applies the schema
-        B = await GatewayNode.StartAsync(settings);
+        });
         Chromium = await chromium;
     }
 
     public async ValueTask DisposeAsync()
     {
-        foreach (var node in new[] { A, B })
+        if (Node is not null)
         {
-            if (node is not null)
-            {
-                await node.DisposeAsync();
-            }
+            await Node.DisposeAsync();
         }
         if (Chromium is not null)
         {
@@ -51,15 +41,16 @@ public sealed class TwoNodeClusterFixture : IAsyncLifetime
 }
 
 /// <summary>
-/// The dashboard as an operator sees it: refused without the key, then both silos of the cluster, and a ceremony
-/// on the other node moving its figures live, without a reload.
+/// The dashboard as an operator sees it: refused without the key, then this node's silo as Orleans membership lists
+/// it, a ceremony moving the figures live without a reload, the agent fleet, and Orleans' own dashboard behind the
+/// same sign-in.
 /// </summary>
-public sealed class DashboardPageTests(TwoNodeClusterFixture cluster) : IClassFixture<TwoNodeClusterFixture>
+public sealed class DashboardPageTests(DashboardNodeFixture fixture) : IClassFixture<DashboardNodeFixture>
 {
     [Fact]
-    public async Task An_operator_signs_in_sees_both_silos_and_watches_a_ceremony_on_the_other_node_move_the_counters()
+    public async Task An_operator_signs_in_sees_the_silo_and_watches_a_ceremony_move_the_counters_then_opens_the_orleans_dashboard()
     {
-        await using var context = await NewContextAsync(cluster.A);
+        await using var context = await NewContextAsync(fixture.Node);
         var page = await context.NewPageAsync();
         var errors = new List<string>();
         page.PageError += (_, e) => errors.Add(e);
@@ -78,17 +69,22 @@ public sealed class DashboardPageTests(TwoNodeClusterFixture cluster) : IClassFi
         Assert.Equal(401, await page.EvaluateAsync<int>("async () => (await fetch('/v1/dashboard')).status"));
         Assert.DoesNotContain("not-the-operator-key", page.Url);
 
-        // With it: live over WebSockets, both silos.
+        // Signed out, Orleans' dashboard sends the browser to this form too.
+        await page.GotoAsync("/dashboard/orleans/");
+        await Expect(page).ToHaveURLAsync(new Regex("/dashboard$"));
+        await Expect(main).ToHaveAttributeAsync("data-state", "signed-out");
+
+        // With the key: live over WebSockets, this node's silo as Orleans membership lists it.
         await page.Locator("#key").FillAsync(GatewayNode.AdminKey);
         await page.Locator("#sign-in button[type=submit]").ClickAsync();
         await Expect(main).ToHaveAttributeAsync("data-state", "live");
         await Expect(main).ToHaveAttributeAsync("data-transport", "WebSockets");
         Assert.DoesNotContain(GatewayNode.AdminKey, page.Url);
-        var siloA = cluster.A.Services.GetRequiredService<SiloIdentity>().Id;
-        var siloB = cluster.B.Services.GetRequiredService<SiloIdentity>().Id;
-        await Expect(page.Locator($"#silos tr[data-silo-id=\"{siloA}\"]")).ToContainTextAsync("(this node)");
-        await Expect(page.Locator($"#silos tr[data-silo-id=\"{siloB}\"]")).ToContainTextAsync("active");
-        await Expect(page.Locator($"#silos tr[data-silo-id=\"{siloB}\"]")).ToContainTextAsync(cluster.B.BaseAddress.ToString().TrimEnd('/'));
+        var silo = page.Locator($"#silos tr[data-silo-id=\"{DashboardAuthTests.SelfSiloId(fixture.Node)}\"]");
+        await Expect(silo).ToContainTextAsync("(this node)");
+        await Expect(silo).ToHaveAttributeAsync("data-status", "Active");
+        await Expect(silo.Locator(".gateway")).ToHaveTextAsync(fixture.Node.BaseAddress.ToString().TrimEnd('/'));
+        await Expect(page.Locator("#silos tr")).ToHaveCountAsync(1);
         var cookie = Assert.Single(await context.CookiesAsync(), c => c.Name == "qro_dashboard");
         Assert.True(cookie.HttpOnly);
         Assert.Equal(SameSiteAttribute.Strict, cookie.SameSite);
@@ -98,21 +94,22 @@ public sealed class DashboardPageTests(TwoNodeClusterFixture cluster) : IClassFi
         var ceremonies = int.Parse((await page.Locator("#ceremonies-window").TextContentAsync())!, System.Globalization.CultureInfo.InvariantCulture);
         await page.EvaluateAsync("() => { window.__marker = 1; }");
 
-        // A ceremony on node B.
-        var api = new ApiClient(cluster.B.Http);
+        // A ceremony, the desktop waiting by long-poll.
+        var api = new ApiClient(fixture.Node.Http);
         var phone = await api.NewPhoneAsync();
         var session = await api.CreateSessionAsync(new { client = new { name = "Dashboard demo laptop", kind = "browser" } });
         (await api.ScanAsync(phone.AccessToken, session.QrUrl)).EnsureStatus(200);
-        var desktopOnA = new ApiClient(cluster.A.Http);
-        var waiting = desktopOnA.SendAsync(HttpMethod.Get, $"/v1/qr/sessions/{session.SessionId}?waitForVersion=2&timeout=15", null, session.DesktopToken);
+        var waiting = api.SendAsync(HttpMethod.Get, $"/v1/qr/sessions/{session.SessionId}?waitForVersion=2&timeout=15", null, session.DesktopToken);
         var number = (await api.SnapshotAsync(session)).Body.GetProperty("numberMatch").GetString()!;
         (await api.ApproveAsync(phone.AccessToken, session.SessionId, number)).EnsureStatus(200);
-        Assert.Equal("approved", (await waiting).EnsureStatus(200).Body.GetProperty("state").GetString()); // told on node A
+        Assert.Equal("approved", (await waiting).EnsureStatus(200).Body.GetProperty("state").GetString());
         (await api.ClaimAsync(session)).EnsureStatus(200);
 
         await Expect(page.Locator("#sessions li[data-state=completed] .count")).ToHaveTextAsync(new Regex($"^(?!{completed}$)\\d+$"));
         await Expect(page.Locator("#ceremonies-window")).ToHaveTextAsync(new Regex($"^(?!{ceremonies}$)\\d+$"));
-        await Expect(page.Locator($"#silos tr[data-silo-id=\"{siloB}\"] .served")).Not.ToHaveTextAsync("0.0");
+        await Expect(silo.Locator(".served")).Not.ToHaveTextAsync("0.0");
+        await Expect(page.Locator("#activations tr[data-grain-type$=\"QrSessionGrain\"] .count")).ToHaveTextAsync(new Regex("^[1-9]\\d*$"));
+        await Expect(page.Locator("#reminders-count")).ToHaveTextAsync(new Regex("^[1-9]\\d*$")); // the open sessions' recovery reminders
         await Expect(page.Locator("#ceremony-p50")).Not.ToHaveTextAsync("–");
         await Expect(page.Locator("#notify-p50")).Not.ToHaveTextAsync("–");
         await Expect(page.Locator("#audit li[data-action=device_linked]").First).ToContainTextAsync("Dashboard demo laptop");
@@ -143,16 +140,26 @@ public sealed class DashboardPageTests(TwoNodeClusterFixture cluster) : IClassFi
         await Expect(inbox).ToHaveCountAsync(0);
         Assert.Equal(1, await page.EvaluateAsync<int>("() => window.__marker"));
 
-        // Signing out ends it.
+        // Orleans' own dashboard, from the link, with the same cookie: its page renders and its data calls answer.
+        var counters = page.WaitForResponseAsync(r => r.Url.EndsWith("/dashboard/orleans/DashboardCounters", StringComparison.Ordinal) && r.Status == 200);
+        await page.Locator("#orleans-dashboard").ClickAsync();
+        await Expect(page).ToHaveTitleAsync("Orleans Dashboard");
+        await counters;
+        await Expect(page.Locator("#menu")).ToContainTextAsync("Silos");
+        await page.GotoAsync("/dashboard");
+        await Expect(main).ToHaveAttributeAsync("data-state", "live");
+
+        // Signing out ends it, for Orleans' dashboard too.
         await page.Locator("#sign-out").ClickAsync();
         await Expect(main).ToHaveAttributeAsync("data-state", "signed-out");
         Assert.Equal(401, await page.EvaluateAsync<int>("async () => (await fetch('/v1/dashboard')).status"));
+        Assert.Equal(401, await page.EvaluateAsync<int>("async () => (await fetch('/dashboard/orleans/DashboardCounters')).status"));
         Assert.True(errors.Count == 0, "Script errors: " + string.Join("\n", errors));
     }
 
     private async Task<IBrowserContext> NewContextAsync(GatewayNode node)
     {
-        var context = await cluster.Chromium.Browser.NewContextAsync(new BrowserNewContextOptions
+        var context = await fixture.Chromium.Browser.NewContextAsync(new BrowserNewContextOptions
         {
             BaseURL = node.BaseAddress.ToString(),
             ViewportSize = new ViewportSize { Width = 1240, Height = 900 },

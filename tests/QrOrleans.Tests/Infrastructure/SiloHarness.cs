@@ -1,85 +1,108 @@
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Time.Testing;
+using Orleans.Hosting;
+using Orleans.TestingHost;
+using QrOrleans.Grains;
+using QrOrleans.Grains.Audit;
 using QrOrleans.Grains.QrSessions;
-using QrOrleans.Runtime;
-using QrOrleans.Silo;
-using QrOrleans.Silo.Runtime;
+using QrOrleans.Silo.Hosting;
 
 namespace QrOrleans.Tests.Infrastructure;
 
-/// <summary>A clock the test moves by hand.</summary>
-public sealed class ManualClock(DateTimeOffset start) : TimeProvider
-{
-    private DateTimeOffset _now = start;
-
-    public ManualClock() : this(new DateTimeOffset(2026, 11, 22, 12, 0, 0, TimeSpan.Zero)) { }
-
-    public override DateTimeOffset GetUtcNow() => _now;
-
-    public void Advance(TimeSpan by) => _now += by;
-}
-
 /// <summary>
-/// A silo without its background loops: grains, the in-memory store and reminder table, and a hand-moved
-/// clock. <see cref="FireDueRemindersAsync"/> does one pass of what the reminder service does.
+/// Real Orleans silos in this process (TestingHost's <see cref="InProcessTestCluster"/>) with the system's own
+/// providers: memory storage, in-memory reminders, memory streams. Grains read "now" from <see cref="Clock"/>, a
+/// <see cref="FakeTimeProvider"/> the test moves by hand, unless the harness is started on the real clock (for
+/// timers and reminders, which Orleans runs on real time).
 /// </summary>
 public sealed class SiloHarness : IAsyncDisposable
 {
-    private readonly ServiceProvider _services;
+    public static readonly DateTimeOffset Start = new(2026, 11, 22, 12, 0, 0, TimeSpan.Zero);
 
-    public SiloHarness(Action<QrSessionOptions>? configure = null, TimeProvider? clock = null,
-        Action<IServiceCollection>? services = null, Action<SiloOptions>? silo = null)
+    private SiloHarness(InProcessTestCluster cluster, FakeTimeProvider? clock)
+    {
+        Cluster = cluster;
+        Clock = clock;
+    }
+
+    public InProcessTestCluster Cluster { get; }
+
+    /// <summary>The grains' clock; null when the harness runs on the real clock.</summary>
+    public FakeTimeProvider? Clock { get; }
+
+    public IGrainFactory Grains => Cluster.Client;
+
+    public IClusterClient Client => Cluster.Client;
+
+    /// <param name="configure">QR session timings (PublicOrigin is https://qr.example).</param>
+    /// <param name="silos">How many silos (2 for anything that crosses silos).</param>
+    /// <param name="realClock">Grains use the real clock, so timers and reminders move them.</param>
+    /// <param name="services">Further registrations on every silo (e.g. the fleet's).</param>
+    /// <param name="silo">Further silo configuration.</param>
+    public static async Task<SiloHarness> StartAsync(
+        Action<QrSessionOptions>? configure = null, int silos = 1, bool realClock = false,
+        Action<IServiceCollection>? services = null, Action<ISiloBuilder>? silo = null, Action<ClusterSettings>? cluster = null)
     {
         var options = new QrSessionOptions { PublicOrigin = "https://qr.example" };
         configure?.Invoke(options);
-        Clock = clock as ManualClock;
-        var collection = new ServiceCollection();
-        collection
-            .AddLogging(l => l.SetMinimumLevel(LogLevel.Warning))
-            .AddSingleton(clock ?? Clock ?? (Clock = new ManualClock()))
-            .AddSingleton(options)
-            .AddQrSilo(o =>
-            {
-                o.UseMemory();
-                silo?.Invoke(o);
-            });
-        services?.Invoke(collection);
-        _services = collection.BuildServiceProvider();
-    }
-
-    public ManualClock? Clock { get; private set; }
-
-    public IServiceProvider Services => _services;
-
-    public IGrainFactory Grains => _services.GetRequiredService<IGrainFactory>();
-
-    public GrainRuntime Runtime => _services.GetRequiredService<GrainRuntime>();
-
-    public IReminderTable Reminders => _services.GetRequiredService<IReminderTable>();
-
-    public IStreamSource Streams => _services.GetRequiredService<IStreamSource>();
-
-    public async Task<int> FireDueRemindersAsync()
-    {
-        var now = _services.GetRequiredService<TimeProvider>().GetUtcNow();
-        var due = await Reminders.ClaimDueAsync(now, TimeSpan.FromSeconds(5), 10_000, CancellationToken.None);
-        foreach (var r in due)
+        var settings = new ClusterSettings
         {
-            await Runtime.DeliverReminderAsync(r, CancellationToken.None);
-            await Reminders.CompleteAsync(r, now, CancellationToken.None);
-        }
-        return due.Count;
-    }
-
-    /// <summary>Runs the provider's start-up work (schema migrations for PostgreSQL); no background loops.</summary>
-    public async Task<SiloHarness> PrepareAsync()
-    {
-        foreach (var migrator in _services.GetServices<Microsoft.Extensions.Hosting.IHostedService>().OfType<Silo.PostgreSql.SchemaMigrator>())
+            // Tests may lower Orleans' reminder floor; production keeps 1 minute.
+            MinimumReminderPeriod = TimeSpan.FromMilliseconds(100),
+            RecoveryReminderPeriod = TimeSpan.FromSeconds(1),
+        };
+        cluster?.Invoke(settings);
+        options.RecoveryPeriod = settings.RecoveryReminderPeriod;
+        var clock = realClock ? null : new FakeTimeProvider(Start);
+        var builder = new InProcessTestClusterBuilder((short)silos);
+        builder.ConfigureSilo((_, s) =>
         {
-            await migrator.StartAsync(CancellationToken.None);
-        }
-        return this;
+            s.Services.AddSingleton(options);
+            s.Services.AddSingleton(new AuditOptions());
+            s.Services.AddSingleton<ActivationCensus>();
+            s.Services.AddKeyedSingleton<TimeProvider>(OrleansNames.Clock, clock ?? TimeProvider.System);
+            s.Services.AddLogging(l => l.SetMinimumLevel(LogLevel.Warning));
+            services?.Invoke(s.Services);
+            s.AddQrOrleansProviders(settings);
+            silo?.Invoke(s);
+        });
+        builder.ConfigureClient(c => c.AddMemoryStreams(OrleansNames.Streams).AddOutgoingGrainCallFilter<RetryOnConflict>());
+        var testCluster = builder.Build();
+        await testCluster.DeployAsync();
+        return new SiloHarness(testCluster, clock);
     }
 
-    public ValueTask DisposeAsync() => _services.DisposeAsync();
+    /// <summary>The durable reminders the reminder table holds for one grain.</summary>
+    public async Task<IReadOnlyList<string>> RemindersOfAsync(IAddressable grain)
+    {
+        var table = Cluster.Silos[0].ServiceProvider.GetRequiredService<Orleans.IReminderTable>();
+        var rows = await table.ReadRows(grain.GetGrainId());
+        return rows.Reminders.Select(r => r.ReminderName).ToArray();
+    }
+
+    /// <summary>Delivers a reminder tick to a grain now, as the reminder service does when it is due.</summary>
+    public static Task FireReminderAsync(IAddressable grain, string name) =>
+        grain.AsReference<IRemindable>().ReceiveReminder(name, new Orleans.Runtime.TickStatus(DateTime.UtcNow, TimeSpan.FromMinutes(1), DateTime.UtcNow));
+
+    /// <summary>Whether the grain's state named <paramref name="stateName"/> is in storage (read past any activation).</summary>
+    public async Task<bool> IsStoredAsync<T>(IAddressable grain, string stateName) where T : new()
+    {
+        var storage = Cluster.Silos[0].ServiceProvider.GetRequiredKeyedService<Orleans.Storage.IGrainStorage>(OrleansNames.Storage);
+        var state = new Orleans.GrainState<T>(new T());
+        await storage.ReadStateAsync(stateName, grain.GetGrainId(), state);
+        return state.RecordExists;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        try
+        {
+            await Cluster.StopAllSilosAsync();
+        }
+        finally
+        {
+            await Cluster.DisposeAsync();
+        }
+    }
 }

@@ -8,7 +8,11 @@ public sealed class QrSessionStateMachineTests : IAsyncLifetime
 {
     private const string Alice = "alice";
     private const string Bob = "bob";
-    private readonly SiloHarness _silo = new(o =>
+    private SiloHarness _silo = null!;
+
+    private Microsoft.Extensions.Time.Testing.FakeTimeProvider Clock => _silo.Clock!;
+
+    public async ValueTask InitializeAsync() => _silo = await SiloHarness.StartAsync(o =>
     {
         o.QrTtl = TimeSpan.FromSeconds(30);
         o.MaxRotations = 3;
@@ -16,10 +20,6 @@ public sealed class QrSessionStateMachineTests : IAsyncLifetime
         o.ClaimWindow = TimeSpan.FromMinutes(1);
         o.TerminalGrace = TimeSpan.FromMinutes(2);
     });
-
-    private ManualClock Clock => _silo.Clock!;
-
-    public ValueTask InitializeAsync() => ValueTask.CompletedTask;
 
     public ValueTask DisposeAsync() => _silo.DisposeAsync();
 
@@ -150,14 +150,13 @@ public sealed class QrSessionStateMachineTests : IAsyncLifetime
     }
 
     [Fact]
-    public async Task The_qr_rotates_on_its_reminder_and_a_superseded_code_is_expired()
+    public async Task The_qr_rotates_after_its_ttl_and_a_superseded_code_is_expired()
     {
         var (grain, created) = await NewSessionAsync();
         var first = Secret(created.Snapshot);
         Clock.Advance(TimeSpan.FromSeconds(29));
-        Assert.Equal(0, await _silo.FireDueRemindersAsync());
+        Assert.Equal(1, (await grain.GetSnapshotAsync(created.DesktopToken, CancellationToken.None)).Qr!.Rotation);
         Clock.Advance(TimeSpan.FromSeconds(1));
-        Assert.Equal(1, await _silo.FireDueRemindersAsync());
 
         var rotated = await grain.GetSnapshotAsync(created.DesktopToken, CancellationToken.None);
         Assert.Equal(2, rotated.Qr!.Rotation);
@@ -175,13 +174,12 @@ public sealed class QrSessionStateMachineTests : IAsyncLifetime
         for (var i = 0; i < 3; i++)
         {
             Clock.Advance(TimeSpan.FromSeconds(30));
-            await _silo.FireDueRemindersAsync();
+            await grain.GetSnapshotAsync(created.DesktopToken, CancellationToken.None);
         }
         var expired = await grain.GetSnapshotAsync(created.DesktopToken, CancellationToken.None);
         Assert.Equal(QrSessionStates.Expired, expired.State);
         Assert.Equal(4, expired.Version); // created, rotation 2, rotation 3, expired
         Clock.Advance(TimeSpan.FromSeconds(30));
-        await _silo.FireDueRemindersAsync();
         Assert.Equal(4, (await grain.GetSnapshotAsync(created.DesktopToken, CancellationToken.None)).Version);
     }
 
@@ -189,7 +187,7 @@ public sealed class QrSessionStateMachineTests : IAsyncLifetime
     public async Task A_late_reminder_never_lets_a_scan_use_a_code_past_its_life()
     {
         var (grain, created) = await NewSessionAsync();
-        Clock.Advance(TimeSpan.FromSeconds(31)); // the rotation reminder has not run yet
+        Clock.Advance(TimeSpan.FromSeconds(31)); // no timer has run: the scan itself applies the deadline
         Assert.Equal("qr_expired", await CodeOf(() => grain.ScanAsync(Secret(created.Snapshot), Alice, "1.1.1.1", CancellationToken.None)));
     }
 
@@ -207,7 +205,6 @@ public sealed class QrSessionStateMachineTests : IAsyncLifetime
         await grain2.ScanAsync(Secret(created2.Snapshot), Alice, "1.1.1.1", CancellationToken.None);
         await grain2.ApproveAsync(Alice, (await grain2.GetSnapshotAsync(created2.DesktopToken, CancellationToken.None)).NumberMatch!, CancellationToken.None);
         Clock.Advance(TimeSpan.FromMinutes(1));
-        await _silo.FireDueRemindersAsync();
         Assert.Equal(QrSessionStates.Expired, (await grain2.GetSnapshotAsync(created2.DesktopToken, CancellationToken.None)).State);
         Assert.Equal("qr_expired", await CodeOf(() => grain2.ClaimAsync(created2.DesktopToken, CancellationToken.None)));
     }
@@ -218,14 +215,12 @@ public sealed class QrSessionStateMachineTests : IAsyncLifetime
         var (grain, created) = await NewSessionAsync();
         await grain.CancelAsync(created.DesktopToken, CancellationToken.None);
         Clock.Advance(TimeSpan.FromMinutes(1));
-        await _silo.FireDueRemindersAsync();
         Assert.Equal("qr_already_used", await CodeOf(() => grain.ScanAsync(Secret(created.Snapshot), Alice, "1.1.1.1", CancellationToken.None)));
         Clock.Advance(TimeSpan.FromMinutes(1));
-        await _silo.FireDueRemindersAsync();
         Assert.Equal("qr_invalid", await CodeOf(() => grain.ScanAsync(Secret(created.Snapshot), Alice, "1.1.1.1", CancellationToken.None)));
         Assert.Equal("unauthenticated", await CodeOf(() => grain.GetSnapshotAsync(created.DesktopToken, CancellationToken.None)));
-        var (due, _) = await _silo.Reminders.BacklogAsync(Clock.GetUtcNow() + TimeSpan.FromDays(1), TimeSpan.Zero, CancellationToken.None);
-        Assert.Equal(0, due);
+        // Deleted with its recovery reminder: nothing is left behind to wake it.
+        Assert.Empty(await _silo.RemindersOfAsync(grain));
     }
 
     [Fact]

@@ -1,11 +1,9 @@
-using Microsoft.Extensions.DependencyInjection;
 using QrOrleans.QrSessions;
-using QrOrleans.Silo.Runtime;
 using QrOrleans.Tests.Infrastructure;
 
 namespace QrOrleans.Tests.QrSessions;
 
-/// <summary>The races a real deployment sees, each run many times.</summary>
+/// <summary>The races a real deployment sees, each run many times, on a two-silo cluster.</summary>
 public sealed class RaceTests
 {
     private static readonly Requester Desktop = new("d", "browser", "b", "o", "1.1.1.1", DateTimeOffset.UnixEpoch);
@@ -13,7 +11,7 @@ public sealed class RaceTests
     [Fact]
     public async Task Two_phones_scanning_the_same_code_at_once_exactly_one_wins()
     {
-        await using var silo = new SiloHarness(clock: TimeProvider.System);
+        await using var silo = await SiloHarness.StartAsync(silos: 2, realClock: true);
         for (var i = 0; i < 300; i++)
         {
             var grain = silo.Grains.GetGrain<IQrSessionGrain>(Grains.Secrets.NewToken(16));
@@ -42,7 +40,7 @@ public sealed class RaceTests
     [Fact]
     public async Task Two_claims_at_once_exactly_one_succeeds()
     {
-        await using var silo = new SiloHarness(clock: TimeProvider.System);
+        await using var silo = await SiloHarness.StartAsync(silos: 2, realClock: true);
         for (var i = 0; i < 300; i++)
         {
             var grain = silo.Grains.GetGrain<IQrSessionGrain>(Grains.Secrets.NewToken(16));
@@ -70,14 +68,10 @@ public sealed class RaceTests
     [Fact]
     public async Task Approve_racing_the_approval_deadline_is_either_approved_or_expired_never_both()
     {
-        // The real reminder loop runs against the real clock, so the deadline reminder races the approval too.
-        await using var silo = new SiloHarness(o => o.ApprovalWindow = TimeSpan.FromMilliseconds(40), clock: TimeProvider.System,
-            silo: s => s.ReminderPollInterval = TimeSpan.FromMilliseconds(2));
-        var reminders = silo.Services.GetRequiredService<ReminderService>();
-        await reminders.StartAsync(default);
+        // On the real clock the grain's deadline timer races the approval too.
+        await using var silo = await SiloHarness.StartAsync(o => o.ApprovalWindow = TimeSpan.FromMilliseconds(40), silos: 2, realClock: true);
         var approved = 0;
         var expired = 0;
-        try
         {
             for (var i = 0; i < 200; i++)
             {
@@ -111,10 +105,6 @@ public sealed class RaceTests
                     await Assert.ThrowsAsync<GrainException>(() => grain.ClaimAsync(created.DesktopToken, default));
                 }
             }
-        }
-        finally
-        {
-            await reminders.StopAsync(default);
         }
         // Both sides of the race were exercised.
         Assert.True(approved > 0 && expired > 0, $"approved {approved}, expired {expired}");

@@ -55,6 +55,7 @@
     main.dataset.seq = String(d.seq);
     renderSilos(d);
     renderSessions(d.sessions);
+    renderActivations(d.activations);
     renderRates(d);
     renderRuntime(d);
     renderAccounts(d.accounts);
@@ -73,8 +74,9 @@
       const tr = document.createElement('tr');
       tr.dataset.siloId = s.id;
       tr.dataset.status = s.status;
-      tr.append(cell(s.id + (s.self ? ' (this node)' : '')), cell(s.address), cell(s.status, 'status-' + s.status),
-        cell(new Date(s.startedAt).toLocaleTimeString()), cell(s.heartbeatAgeSeconds.toFixed(1) + ' s ago'),
+      tr.append(cell(s.id + (s.self ? ' (this node)' : '')), cell(s.address), cell(s.gateway || '–', 'gateway'),
+        cell(s.status, 'status-' + s.status.toLowerCase()), cell(new Date(s.startedAt).toLocaleTimeString()),
+        cell(s.heartbeatAgeSeconds.toFixed(1) + ' s ago'), cell(String(s.activations), 'activations'),
         cell(s.servedPerSecond.toFixed(1), 'served'));
       return tr;
     }));
@@ -90,6 +92,21 @@
       b.textContent = String(n);
       li.append(b);
       return li;
+    }));
+  }
+
+  // Orleans names grain types by class ("QrOrleans.Grains.QrSessions.QrSessionGrain"): the last part is enough.
+  function renderActivations(activations) {
+    const rows = Object.entries(activations || {});
+    $('activations-empty').hidden = rows.length > 0;
+    $('activations-table').hidden = rows.length === 0;
+    $('activations').replaceChildren(...rows.map(([type, n]) => {
+      const tr = document.createElement('tr');
+      tr.dataset.grainType = type;
+      const name = cell(type.split(/[.,]/).filter(Boolean).pop() || type);
+      name.title = type;
+      tr.append(name, cell(String(n), 'count'));
+      return tr;
     }));
   }
 
@@ -170,10 +187,7 @@
   }
 
   function renderRuntime(d) {
-    $('reminders-due').textContent = String(d.reminders.due);
-    $('reminders-overdue').textContent = `${d.reminders.overdue} (> ${d.reminders.overdueAfterSeconds} s)`;
-    $('reminders-delivered').textContent = String(d.totals.remindersDelivered);
-    $('reminders-failed').textContent = String(d.totals.remindersFailed);
+    $('reminders-count').textContent = d.reminders.count == null ? '–' : String(d.reminders.count);
     $('turn-conflicts').textContent = String(d.totals.turnConflicts);
   }
 

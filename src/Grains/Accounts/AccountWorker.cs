@@ -1,57 +1,54 @@
 using System.Threading.Channels;
 using Microsoft.Extensions.Logging;
 using QrOrleans.Accounts;
-using QrOrleans.Grains.Accounts;
-using QrOrleans.Runtime;
 
-namespace QrOrleans.Silo.Accounts;
+namespace QrOrleans.Grains.Accounts;
 
 /// <summary>
-/// The live side of one account while this node holds its lease: reads what the account needs (its state, a
-/// due health check) and does the platform I/O — the pairing loop, health checks — reporting each outcome to the
-/// grain with the lease epoch. It wakes on the account's stream (any node's change), on the host's ticks, and
-/// on its own timers inside a ceremony; it never decides what time it is for the account (the grain's reminders do).
+/// The live side of one account, run by its activation outside the grain's turns: reads what the account needs
+/// (its state, a due health check) and does the platform I/O — the pairing loop, health checks — reporting each
+/// outcome to the grain through an ordinary grain call carrying the activation's <see cref="WorkerToken"/>. The
+/// grain nudges it after every change; it never decides what time it is for the account (the grain does). It stops
+/// when cancelled (the activation went) or when the grain says it is not the current activation's worker.
 /// </summary>
 internal sealed partial class AccountWorker(
     string accountId,
-    LeaseToken lease,
+    WorkerToken token,
     IGrainFactory grains,
-    IGrainStreams streams,
     PlatformConnectors connectors,
-    Func<ICredentialVault> vault,
+    ICredentialVault vault,
     AccountOptions options,
     TimeProvider time,
-    ILogger log) : IStreamObserver
+    ILogger log)
 {
-    private readonly Channel<bool> _wake = Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite });
+    /// <summary>A look at the state now and then, in case a nudge was missed.</summary>
+    private static readonly TimeSpan IdleLook = TimeSpan.FromSeconds(30);
 
-    public LeaseToken Lease => lease;
+    private readonly Channel<bool> _wake = Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite });
 
     public void Nudge() => _wake.Writer.TryWrite(true);
 
-    void IStreamObserver.OnNext(StreamEvent e) => Nudge();
-
-    void IStreamObserver.OnResync() => Nudge();
-
     public async Task RunAsync(CancellationToken ct)
     {
-        using var subscription = streams.Subscribe(AccountGrainTypes.AccountId(accountId), this);
         var grain = grains.GetGrain<ILinkedAccountGrain>(accountId);
-        var attached = false;
         while (!ct.IsCancellationRequested)
         {
             try
             {
-                var view = attached ? await grain.GetHostViewAsync(ct).ConfigureAwait(false) : await grain.AttachAsync(lease, ct).ConfigureAwait(false);
-                attached = true;
+                var view = await grain.GetHostViewAsync(ct).ConfigureAwait(false);
+                if (view is not null && view.Worker != token)
+                {
+                    LogFenced(log, accountId, token.Silo);
+                    return; // another activation holds the account now
+                }
                 if (view is null || !await ActAsync(grain, view, ct).ConfigureAwait(false))
                 {
-                    await WaitAsync(options.LeaseTime, ct).ConfigureAwait(false);
+                    await WaitAsync(IdleLook, ct).ConfigureAwait(false);
                 }
             }
             catch (GrainException e) when (e.Code == "stale_epoch")
             {
-                LogFenced(log, accountId, lease.Epoch);
+                LogFenced(log, accountId, token.Silo);
                 return;
             }
             catch (OperationCanceledException) when (ct.IsCancellationRequested)
@@ -60,8 +57,12 @@ internal sealed partial class AccountWorker(
             }
             catch (Exception e)
             {
+                if (ct.IsCancellationRequested)
+                {
+                    return;
+                }
                 LogFailed(log, accountId, e);
-                await WaitAsync(options.RetryBase < options.LeaseTime ? options.RetryBase : options.LeaseTime, ct).ConfigureAwait(false);
+                await WaitAsync(options.RetryBase, ct).ConfigureAwait(false);
             }
         }
     }
@@ -71,6 +72,8 @@ internal sealed partial class AccountWorker(
     {
         switch (view)
         {
+            case { Connector.Platform: var platform } when !connectors.TryGet(platform, out _):
+                return false; // no connector for this platform on this node: nothing to drive
             case { State: AccountStates.Pairing, Pairing: { } pairing }:
                 await PairAsync(grain, view, pairing, ct).ConfigureAwait(false);
                 return true;
@@ -100,7 +103,7 @@ internal sealed partial class AccountWorker(
         {
             if (cycle >= pairing.MaxCycles || time.GetUtcNow() >= pairing.Deadline)
             {
-                await grain.PairingTimedOutAsync(lease, attempt, ct).ConfigureAwait(false);
+                await grain.PairingTimedOutAsync(token, attempt, ct).ConfigureAwait(false);
                 return;
             }
             PairingCode code;
@@ -110,7 +113,7 @@ internal sealed partial class AccountWorker(
             }
             catch (PlatformException e)
             {
-                if (await grain.PairingFailedAsync(lease, attempt, PlatformFailure.From(e), ct).ConfigureAwait(false) is not { } retryAt
+                if (await grain.PairingFailedAsync(token, attempt, PlatformFailure.From(e), ct).ConfigureAwait(false) is not { } retryAt
                     || !await PauseInCeremonyAsync(grain, attempt, retryAt, ct).ConfigureAwait(false))
                 {
                     return;
@@ -121,7 +124,7 @@ internal sealed partial class AccountWorker(
             var expiresAt = code.ExpiresAt < ttl ? code.ExpiresAt : ttl;
             try
             {
-                cycle = await grain.PairingCodeIssuedAsync(lease, attempt, code.QrContent, expiresAt, ct).ConfigureAwait(false);
+                cycle = await grain.PairingCodeIssuedAsync(token, attempt, code.QrContent, expiresAt, ct).ConfigureAwait(false);
             }
             catch (GrainException e) when (e.Code == "invalid_state")
             {
@@ -158,7 +161,7 @@ internal sealed partial class AccountWorker(
             }
             catch (PlatformException e)
             {
-                if (await grain.PairingFailedAsync(lease, attempt, PlatformFailure.From(e), ct).ConfigureAwait(false) is not { } retryAt)
+                if (await grain.PairingFailedAsync(token, attempt, PlatformFailure.From(e), ct).ConfigureAwait(false) is not { } retryAt)
                 {
                     return false;
                 }
@@ -171,10 +174,10 @@ internal sealed partial class AccountWorker(
             switch (status.Progress)
             {
                 case PairingProgress.Scanned:
-                    await grain.PairingScannedAsync(lease, attempt, cycle, status.NumberMatch, ct).ConfigureAwait(false);
+                    await grain.PairingScannedAsync(token, attempt, cycle, status.NumberMatch, ct).ConfigureAwait(false);
                     break;
                 case PairingProgress.Confirmed when status.Credentials is { } credentials:
-                    await grain.PairingConfirmedAsync(lease, attempt, credentials, ct).ConfigureAwait(false);
+                    await grain.PairingConfirmedAsync(token, attempt, credentials, ct).ConfigureAwait(false);
                     return false;
                 case PairingProgress.Expired:
                     return true;
@@ -204,7 +207,7 @@ internal sealed partial class AccountWorker(
     private async Task CheckHealthAsync(ILinkedAccountGrain grain, HostView view, string sealedCredentials, CancellationToken ct)
     {
         var connector = connectors.Get(view.Connector.Platform);
-        var credentialVault = vault();
+        var credentialVault = vault;
         string credentials;
         try
         {
@@ -213,7 +216,7 @@ internal sealed partial class AccountWorker(
         catch (GrainException e)
         {
             // Unreadable credentials are as good as revoked ones: the owner must pair again.
-            await grain.HealthFailedAsync(lease, view.CredentialGeneration,
+            await grain.HealthFailedAsync(token, view.CredentialGeneration,
                 new PlatformFailure(ErrorClass.Auth, e.Code, "The stored credentials could not be unsealed."), ct).ConfigureAwait(false);
             return;
         }
@@ -222,14 +225,14 @@ internal sealed partial class AccountWorker(
         {
             var result = await CallAsync(c => connector.CheckHealthAsync(view.Connector.ToContext(), credentials, c), ct).ConfigureAwait(false);
             var reseal = result.Credentials ?? (credentialVault.NeedsResealing(sealedCredentials) ? credentials : null);
-            await grain.HealthyAsync(lease, view.CredentialGeneration, reseal, ct).ConfigureAwait(false);
+            await grain.HealthyAsync(token, view.CredentialGeneration, reseal, ct).ConfigureAwait(false);
             return;
         }
         catch (PlatformException e)
         {
             failure = PlatformFailure.From(e);
         }
-        await grain.HealthFailedAsync(lease, view.CredentialGeneration, failure, ct).ConfigureAwait(false);
+        await grain.HealthFailedAsync(token, view.CredentialGeneration, failure, ct).ConfigureAwait(false);
     }
 
     /// <summary>
@@ -274,8 +277,8 @@ internal sealed partial class AccountWorker(
         }
     }
 
-    [LoggerMessage(LogLevel.Warning, "Account {Account}: a newer lease holder has written; epoch {Epoch} stops")]
-    private static partial void LogFenced(ILogger log, string account, long epoch);
+    [LoggerMessage(LogLevel.Information, "Account {Account}: the worker on {Silo} is no longer the current activation's; it stops")]
+    private static partial void LogFenced(ILogger log, string account, string silo);
 
     [LoggerMessage(LogLevel.Warning, "Account {Account}: live side failed; retrying")]
     private static partial void LogFailed(ILogger log, string account, Exception e);

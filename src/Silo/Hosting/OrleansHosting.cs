@@ -1,0 +1,119 @@
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Orleans.Configuration;
+using Orleans.Dashboard;
+using Orleans.Hosting;
+using StackExchange.Redis;
+
+namespace QrOrleans.Silo.Hosting;
+
+/// <summary>
+/// Which Orleans providers a node uses, from <c>QrOrleans:Cluster:*</c>. The embedded default is one silo on
+/// localhost clustering with memory storage, reminders and streams; <c>Redis</c> is Orleans' own Redis
+/// clustering, grain storage and reminders, with memory streams between the silos.
+/// </summary>
+public static class OrleansHosting
+{
+    /// <summary>A silo of this system: its clustering, then <see cref="AddQrOrleansProviders"/>.</summary>
+    public static ISiloBuilder UseQrOrleansSilo(this ISiloBuilder silo, ClusterSettings cluster)
+    {
+        silo.Configure<ClusterOptions>(o =>
+        {
+            o.ClusterId = cluster.ClusterId;
+            o.ServiceId = cluster.ServiceId;
+        });
+        switch (cluster.Provider)
+        {
+            case ClusterProvider.Localhost:
+                silo.UseLocalhostClustering(cluster.ResolvedSiloPort, cluster.ResolvedGatewayPort, null, cluster.ServiceId, cluster.ClusterId);
+                break;
+            case ClusterProvider.Redis:
+                silo.ConfigureEndpoints(cluster.ResolvedAdvertisedAddress(), cluster.ResolvedSiloPort, cluster.ResolvedGatewayPort, listenOnAnyHostAddress: true);
+                silo.UseRedisClustering(o => o.ConfigurationOptions = ConfigurationOptions.Parse(cluster.RequireRedis()));
+                silo.Configure<ClusterMembershipOptions>(FastEviction);
+                break;
+        }
+        return silo.AddQrOrleansProviders(cluster);
+    }
+
+    /// <summary>
+    /// Everything but clustering: grain storage, reminders, streams, the conflict retry and the dashboard's silo side.
+    /// Orleans' TestingHost brings its own clustering and calls only this.
+    /// </summary>
+    public static ISiloBuilder AddQrOrleansProviders(this ISiloBuilder silo, ClusterSettings cluster)
+    {
+        var serializer = new JsonGrainStateSerializer();
+        switch (cluster.Provider)
+        {
+            case ClusterProvider.Localhost:
+                silo.AddMemoryGrainStorage(OrleansNames.Storage, o => o.GrainStorageSerializer = serializer);
+                silo.AddMemoryGrainStorage("PubSubStore", o => o.GrainStorageSerializer = serializer);
+                silo.UseInMemoryReminderService();
+                break;
+            case ClusterProvider.Redis:
+                var redis = ConfigurationOptions.Parse(cluster.RequireRedis());
+                silo.AddRedisGrainStorage(OrleansNames.Storage, o =>
+                {
+                    o.ConfigurationOptions = redis.Clone();
+                    o.GrainStorageSerializer = serializer;
+                    o.DeleteStateOnClear = true;
+                });
+                silo.AddRedisGrainStorage("PubSubStore", o =>
+                {
+                    o.ConfigurationOptions = redis.Clone();
+                    o.GrainStorageSerializer = serializer;
+                    o.DeleteStateOnClear = true;
+                });
+                silo.UseRedisReminderService(o => o.ConfigurationOptions = redis.Clone());
+                break;
+        }
+        silo.AddMemoryStreams(OrleansNames.Streams);
+        silo.Configure<ReminderOptions>(o => o.MinimumReminderPeriod = cluster.MinimumReminderPeriod);
+        silo.Configure<GrainCollectionOptions>(o => o.CollectionAge = cluster.CollectionAge);
+        silo.AddOutgoingGrainCallFilter<RetryOnConflict>();
+        silo.AddDashboard();
+        silo.Services.TryAddSingleton(cluster);
+        silo.Services.TryAddKeyedSingleton(OrleansNames.Clock, TimeProvider.System);
+        return silo;
+    }
+
+    public static IClientBuilder UseQrOrleansClient(this IClientBuilder client, ClusterSettings cluster)
+    {
+        client.Configure<ClusterOptions>(o =>
+        {
+            o.ClusterId = cluster.ClusterId;
+            o.ServiceId = cluster.ServiceId;
+        });
+        switch (cluster.Provider)
+        {
+            case ClusterProvider.Localhost:
+                client.UseLocalhostClustering(cluster.ResolvedGatewayPort, cluster.ServiceId, cluster.ClusterId);
+                break;
+            case ClusterProvider.Redis:
+                var redis = ConfigurationOptions.Parse(cluster.RequireRedis());
+                client.UseRedisClustering(o => o.ConfigurationOptions = redis);
+                client.Configure<GatewayOptions>(o => o.GatewayListRefreshPeriod = TimeSpan.FromSeconds(2));
+                break;
+        }
+        client.AddMemoryStreams(OrleansNames.Streams);
+        client.AddOutgoingGrainCallFilter<RetryOnConflict>();
+        client.AddDashboard();
+        client.Services.AddSingleton(cluster);
+        return client;
+    }
+
+    /// <summary>
+    /// A silo killed with kill -9 is evicted within about 3 s (Orleans' defaults take 10–14 s): its peers probe it
+    /// every second, two missed probes suspect it, and one vote suffices, since a refused connection on loopback or a
+    /// LAN is a fast, reliable signal; the table is re-read every 2 s so every silo learns of the eviction promptly.
+    /// </summary>
+    private static void FastEviction(ClusterMembershipOptions o)
+    {
+        o.ProbeTimeout = TimeSpan.FromSeconds(1);
+        o.NumMissedProbesLimit = 2;
+        o.NumVotesForDeathDeclaration = 1;
+        o.TableRefreshTimeout = TimeSpan.FromSeconds(2);
+        o.IAmAliveTablePublishTimeout = TimeSpan.FromSeconds(5);
+        o.DeathVoteExpirationTimeout = TimeSpan.FromSeconds(30);
+    }
+}

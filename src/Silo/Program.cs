@@ -1,0 +1,24 @@
+// A headless silo host: `dotnet run --project src/Silo -- --QrOrleans:Cluster:Provider=Redis --QrOrleans:Cluster:Redis=…`.
+// The grains and providers of UseQrOrleansSilo, and nothing of the API: only the orchestrator's probes GET /healthz
+// (the process is up) and GET /readyz (Redis answers, in Redis mode, and this silo is Active in Orleans membership;
+// 503 otherwise) on --urls. Gateways in Client role (QrOrleans:Cluster:Role=Client) front a cluster of these.
+// The grains see the same settings as on a gateway that co-hosts its silo: QrOrleans:QrSession, :PublicOrigin (a
+// silo host has no listening URL of its own to fall back on: give every process of a cluster the one public
+// origin), :Accounts, :Audit, :Vault, bound by the one registration both hosts call.
+using QrOrleans.Silo.Hosting;
+
+var builder = WebApplication.CreateBuilder(args);
+builder.Logging.AddJsonConsole(o => o.IncludeScopes = false);
+var section = builder.Configuration.GetSection("QrOrleans");
+var cluster = section.GetSection("Cluster").Get<ClusterSettings>() ?? new ClusterSettings();
+if (cluster.Role == ClusterRole.Client)
+{
+    throw new InvalidOperationException("QrOrleans:Cluster:Role=Client is for a gateway; a src/Silo host is always a silo.");
+}
+
+builder.Services.AddQrGrainServices(section, cluster);
+builder.UseOrleans(silo => silo.UseQrOrleansSilo(cluster));
+
+var app = builder.Build();
+app.MapHealthProbes();
+app.Run();

@@ -1,0 +1,138 @@
+using System.Collections.Concurrent;
+using Microsoft.Extensions.DependencyInjection;
+using Orleans.Storage;
+using Orleans.Streams;
+using QrOrleans.Grains.QrSessions;
+using QrOrleans.QrSessions;
+using QrOrleans.Tests.Infrastructure;
+
+namespace QrOrleans.Tests.QrSessions;
+
+/// <summary>
+/// The QR session on real Orleans silos (TestingHost, two silos, real clock): its timer, its reminder, its stream
+/// and its ETag fence.
+/// </summary>
+public sealed class QrSessionOnOrleansTests
+{
+    private static readonly Requester Desktop = new("d", "browser", "b", "o", "1.1.1.1", DateTimeOffset.UnixEpoch);
+
+    private static async Task<(IQrSessionGrain Grain, SessionCreated Created)> NewSessionAsync(SiloHarness silo)
+    {
+        var grain = silo.Grains.GetGrain<IQrSessionGrain>(Grains.Secrets.NewToken(16));
+        return (grain, await grain.CreateAsync(Desktop));
+    }
+
+    /// <summary>Every change of a session as each silo's own stream consumer sees it.</summary>
+    private static async Task<ConcurrentQueue<(int Silo, QrSessionChanged Change)>> FollowOnEverySiloAsync(SiloHarness silo, string sessionId)
+    {
+        var seen = new ConcurrentQueue<(int, QrSessionChanged)>();
+        for (var i = 0; i < silo.Cluster.Silos.Count; i++)
+        {
+            var index = i;
+            var client = silo.Cluster.Silos[i].ServiceProvider.GetRequiredService<IClusterClient>();
+            await client.GetStreamProvider(OrleansNames.Streams)
+                .GetStream<QrSessionChanged>(StreamId.Create(OrleansNames.QrSessionStream, sessionId))
+                .SubscribeAsync((change, _) =>
+                {
+                    seen.Enqueue((index, change));
+                    return Task.CompletedTask;
+                });
+        }
+        return seen;
+    }
+
+    private static async Task Until(Func<bool> condition, TimeSpan within, string what)
+    {
+        var deadline = DateTime.UtcNow + within;
+        while (!condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"timed out waiting for {what}");
+            await Task.Delay(20, TestContext.Current.CancellationToken);
+        }
+    }
+
+    [Fact]
+    public async Task The_qr_rotates_on_the_grain_timer_once_per_ttl_with_nobody_calling()
+    {
+        await using var silo = await SiloHarness.StartAsync(o =>
+        {
+            o.QrTtl = TimeSpan.FromMilliseconds(400);
+            o.MaxRotations = 3;
+        }, silos: 2, realClock: true);
+        var (grain, created) = await NewSessionAsync(silo);
+        var seen = await FollowOnEverySiloAsync(silo, created.SessionId);
+
+        // Rotations 2 and 3, then expired: versions 2, 3, 4, each once per consumer, with no call to the grain.
+        await Until(() => seen.Count(c => c.Silo == 0 && c.Change.Snapshot.State == QrSessionStates.Expired) == 1, TimeSpan.FromSeconds(10), "expiry");
+        foreach (var consumer in new[] { 0, 1 })
+        {
+            var versions = seen.Where(c => c.Silo == consumer).Select(c => c.Change.Version).ToArray();
+            Assert.Equal([2L, 3L, 4L], versions);
+        }
+        Assert.Equal([2, 3], seen.Where(c => c.Silo == 0 && c.Change.Snapshot.Qr is not null).Select(c => c.Change.Snapshot.Qr!.Rotation));
+        Assert.Equal(4, (await grain.GetSnapshotAsync(created.DesktopToken)).Version);
+    }
+
+    [Fact]
+    public async Task Events_carry_the_version_and_the_desktop_snapshot_to_a_consumer_on_another_silo_and_nothing_secret()
+    {
+        await using var silo = await SiloHarness.StartAsync(silos: 2, realClock: true);
+        var (grain, created) = await NewSessionAsync(silo);
+        var seen = await FollowOnEverySiloAsync(silo, created.SessionId);
+        var secret = created.Snapshot.Qr!.Url.Split('.')[^1];
+        await grain.ScanAsync(secret, "alice", "1.1.1.2");
+        var number = (await grain.GetSnapshotAsync(created.DesktopToken)).NumberMatch!;
+        await grain.ApproveAsync("alice", number);
+
+        await Until(() => seen.Count(c => c.Change.Snapshot.State == QrSessionStates.Approved) == 2, TimeSpan.FromSeconds(5), "the approval on both silos");
+        foreach (var (_, change) in seen)
+        {
+            Assert.Equal(change.Version, change.Snapshot.Version);
+            var text = System.Text.Json.JsonSerializer.Serialize(change, GrainJson.Options);
+            Assert.DoesNotContain("alice", text, StringComparison.Ordinal);
+            Assert.DoesNotContain(created.DesktopToken, text, StringComparison.Ordinal);
+            Assert.DoesNotContain(Grains.Secrets.Hash(secret), text, StringComparison.Ordinal);
+        }
+        Assert.Equal(number, seen.First(c => c.Change.Snapshot.State == QrSessionStates.Scanned).Change.Snapshot.NumberMatch);
+    }
+
+    [Fact]
+    public async Task A_session_whose_activation_is_gone_is_brought_back_by_its_reminder_and_expires()
+    {
+        await using var silo = await SiloHarness.StartAsync(o =>
+        {
+            o.QrTtl = TimeSpan.FromMilliseconds(300);
+            o.MaxRotations = 1;
+        }, silos: 2, realClock: true);
+        var (grain, created) = await NewSessionAsync(silo);
+        Assert.Equal(["recovery"], await silo.RemindersOfAsync(grain));
+        var seen = await FollowOnEverySiloAsync(silo, created.SessionId);
+        // As if its silo had died: the activation, and the timer in it, are gone; nobody calls.
+        await silo.Cluster.DeactivateAsync(grain);
+
+        await Until(() => seen.Any(c => c.Change.Snapshot.State == QrSessionStates.Expired), TimeSpan.FromSeconds(10), "the reminder to expire it");
+        Assert.Equal(QrSessionStates.Expired, (await grain.GetSnapshotAsync(created.DesktopToken)).State);
+    }
+
+    [Fact]
+    public async Task A_write_refused_for_its_etag_is_retried_on_fresh_state_and_the_caller_sees_the_newer_truth()
+    {
+        await using var silo = await SiloHarness.StartAsync(silos: 2, realClock: true);
+        var (grain, created) = await NewSessionAsync(silo);
+        var secret = created.Snapshot.Qr!.Url.Split('.')[^1];
+
+        // Another activation (during a partition, say) cancels the session behind this activation's back.
+        var storage = silo.Cluster.Silos[0].ServiceProvider.GetRequiredKeyedService<IGrainStorage>(OrleansNames.Storage);
+        var stored = new Orleans.GrainState<QrSessionState>();
+        await storage.ReadStateAsync("session", grain.GetGrainId(), stored);
+        stored.State = stored.State with { State = QrSessionStates.Cancelled, EndedAt = DateTimeOffset.UtcNow, Version = stored.State.Version + 1 };
+        await storage.WriteStateAsync("session", grain.GetGrainId(), stored);
+
+        // The stale activation still thinks it is pending: its write is refused, it steps aside, the call runs again.
+        var refusal = await Assert.ThrowsAsync<GrainException>(() => grain.ScanAsync(secret, "alice", "1.1.1.2"));
+        Assert.Equal("qr_already_used", refusal.Code);
+        var now = await grain.GetSnapshotAsync(created.DesktopToken);
+        Assert.Equal(QrSessionStates.Cancelled, now.State);
+        Assert.Equal(2, now.Version);
+    }
+}
