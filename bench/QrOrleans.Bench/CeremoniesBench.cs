@@ -113,15 +113,6 @@ public static class CeremoniesBench
         }
         Console.WriteLine(string.Create(c,
             $"ratio: ceremony HTTP req/s / healthz req/s = {requests / elapsed / ceiling.Rate:F3}; healthz req/s per ceremony/s = {ceiling.Rate / Math.Max(rate, 1e-9):F1}"));
-        if (args.Get("db") is { } db)
-        {
-            // The database's own ceiling, same run: as many raw version-checked updates as the ceremonies made grain writes.
-            var updates = counters.Completed * DbCeiling.WritesPerCeremony;
-            var updatesPerSecond = await DbCeiling.MeasureAsync(db, updates, concurrency);
-            var bound = updatesPerSecond / DbCeiling.WritesPerCeremony;
-            Console.WriteLine(string.Create(c,
-                $"db: {updates} raw version-checked updates at concurrency {concurrency}: db_updates/s={updatesPerSecond:F0} writes_per_ceremony={DbCeiling.WritesPerCeremony} db_bound_ceremonies/s={bound:F0} ratio={rate / bound:F2}"));
-        }
         Console.WriteLine(string.Create(c,
             $"ceremonies/s={rate:F1} p50_ms={Percentile(latencies, 0.50):F2} p99_ms={Percentile(latencies, 0.99):F2} ceiling_req/s={ceiling.Rate:F0}"));
         return 0;

@@ -3,7 +3,7 @@ using QrOrleans.Bench;
 
 // Load generator for a running QrOrleans node. See docs/benchmarks.md.
 //   ceremonies --target <url> --seconds <n> [--concurrency <c>] [--transport signalr|sse] [--admin-key <key>] [--phones <p>] [--hubs <h>] [--warmup <s>] [--pid <server pid>]
-//              [--phone-target <url of another node>] [--db <Npgsql connection string: also measure the database ceiling>]
+//              [--phone-target <url of another node>]
 //   waiting    --target <url> --count <n> [--transport signalr|sse] [--pid <server pid>] [--parallel <p>] [--settle <s>] [--warmup <w>] [--part all|sessions|connections|http]
 if (args.Length == 0 || args[0] is "-h" or "--help" or "help")
 {
@@ -34,7 +34,7 @@ static int Usage()
         usage:
           QrOrleans.Bench ceremonies --target <url> --seconds <n> [--concurrency <c>] [--transport signalr|sse]
                                      [--admin-key <key>] [--phones <p>] [--hubs <h>] [--warmup <seconds>] [--pid <server pid>]
-                                     [--phone-target <url>] [--db <connection string>]
+                                     [--phone-target <url>]
           QrOrleans.Bench waiting --target <url> --count <n> [--transport signalr|sse] [--pid <server pid>]
                                   [--parallel <p>] [--settle <seconds>] [--warmup <n>] [--part all|sessions|connections|http]
         """);

@@ -5,6 +5,7 @@
 // The grains see the same settings as on a gateway that co-hosts its silo: QrOrleans:QrSession, :PublicOrigin (a
 // silo host has no listening URL of its own to fall back on: give every process of a cluster the one public
 // origin), :Accounts, :Audit, :Vault, bound by the one registration both hosts call.
+using QrOrleans.Silo.Accounts;
 using QrOrleans.Silo.Hosting;
 
 var builder = WebApplication.CreateBuilder(args);
@@ -17,7 +18,8 @@ if (cluster.Role == ClusterRole.Client)
 }
 
 builder.Services.AddQrGrainServices(section, cluster);
-builder.UseOrleans(silo => silo.UseQrOrleansSilo(cluster));
+// The same silo as a gateway's co-hosted one: the providers, then the agent fleet's silo side.
+builder.UseOrleans(silo => silo.UseQrOrleansSilo(cluster).AddQrFleet());
 
 var app = builder.Build();
 app.MapHealthProbes();

@@ -5,6 +5,7 @@ using Microsoft.Extensions.DependencyInjection.Extensions;
 using Orleans.Dashboard;
 using QrOrleans.Gateway.Observability;
 using QrOrleans.Gateway.Problems;
+using QrOrleans.Grains.QrSessions;
 
 namespace QrOrleans.Gateway.Dashboard;
 
@@ -28,8 +29,9 @@ public static class DashboardApi
         services.AddSingleton<DashboardFeed>();
         services.AddHostedService(sp => sp.GetRequiredService<DashboardFeed>());
         services.AddHostedService<SiloStatsPublisher>();
-        // Only a co-hosted silo runs incoming filters; on a Client-role gateway this registration is inert.
+        // Only a co-hosted silo runs incoming filters and QR session grains; on a Client-role gateway both are inert.
         services.AddSingleton<IIncomingGrainCallFilter, ConflictCount>();
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<IQrSessionObserver, CeremonyTelemetry>(sp => sp.GetRequiredService<CeremonyTelemetry>()));
         // Guessing the operator key through the form: a few tries a minute per address.
         services.Configure<RateLimiterOptions>(o => o.AddPolicy(SignInLimit, context => limits.Enabled
             ? RateLimitPartition.GetFixedWindowLimiter("ip:" + context.Connection.RemoteIpAddress,

@@ -166,22 +166,35 @@ public sealed class ClusterRoster(IGrainFactory grains, IServiceProvider service
         var silos = listed.Select((h, i) => new RosterSilo(
             h.SiloAddress.ToParsableString(), h.SiloAddress.Endpoint.ToString(), h.Status.ToString(), Utc(h.StartTime),
             Utc(h.IAmAliveTime), perSilo.GetValueOrDefault(h.SiloAddress), stats[i])).ToList();
-        var activations = statistics.GroupBy(s => s.GrainType, StringComparer.Ordinal)
+        var activations = statistics.GroupBy(s => TypeName(s.GrainType), StringComparer.Ordinal)
             .OrderBy(g => g.Key, StringComparer.Ordinal)
             .ToDictionary(g => g.Key, g => g.Sum(s => s.ActivationCount));
+        // This node's own silo is counted from its census as it is now, so a change made through this node shows at
+        // once; the other silos' counts are as they last published them (at most a second old).
+        var self = services.GetService<ILocalSiloDetails>()?.SiloAddress.ToParsableString();
+        var local = services.GetService<ActivationCensus>();
         var census = new Dictionary<string, IReadOnlyDictionary<string, int>>();
         foreach (var kind in new[] { ActivationCensus.QrSession, ActivationCensus.LinkedAccount })
         {
             var sum = new Dictionary<string, int>();
-            foreach (var (state, n) in stats.SelectMany(s => s?.Census.GetValueOrDefault(kind) ?? new Dictionary<string, int>()))
+            var counted = silos.Select(s => s.Id == self && local is not null ? local.CountByState(kind) : s.Stats?.Census.GetValueOrDefault(kind));
+            foreach (var (state, n) in counted.SelectMany(c => c ?? new Dictionary<string, int>()))
             {
                 sum[state] = sum.GetValueOrDefault(state) + n;
             }
             census[kind] = sum;
         }
-        var self = services.GetService<ILocalSiloDetails>()?.SiloAddress.ToParsableString();
         return new Roster(self, silos, activations, census);
     }
+
+    /// <summary>
+    /// Orleans names a grain type "Namespace.Class,Assembly": the class's full name is enough to tell them apart
+    /// (generic names, with their bracketed arguments, stay as Orleans gives them).
+    /// </summary>
+    private static string TypeName(string grainType) =>
+        grainType.Contains('[', StringComparison.Ordinal) || grainType.IndexOf(',', StringComparison.Ordinal) is not (> 0 and var comma)
+            ? grainType
+            : grainType[..comma];
 
     /// <summary>Membership times are UTC DateTimes (a default one when a silo never wrote it).</summary>
     private static DateTimeOffset Utc(DateTime t) =>

@@ -1,4 +1,3 @@
-using System.Diagnostics.Metrics;
 using Orleans.Storage;
 using QrOrleans.Audit;
 
@@ -73,19 +72,12 @@ public sealed record AuditEvent([property: Id(0)] string UserId, [property: Id(1
 /// grain calls that lost an ETag race here. The publisher copies them into this silo's stats grain; every node's
 /// dashboard merges the stats of all active silos.
 /// </summary>
-/// <remarks>
-/// Transitions and ceremony durations are counted where a QR session grain commits them, on the "QrOrleans" meter
-/// of this node's <see cref="IMeterFactory"/>: this node listens to that meter only (its scope), so several nodes in
-/// one process (tests) never count each other's sessions.
-/// </remarks>
-public sealed class NodeStats : IDisposable
+public sealed class NodeStats(TimeProvider time)
 {
     public const int MinutesKept = 15;
     private const int SecondsKept = 64;
     private const int AuditKept = 20;
 
-    private readonly TimeProvider _time;
-    private readonly MeterListener _listener;
     private readonly Lock _gate = new();
     private readonly long[] _servedSecond = new long[SecondsKept];
     private readonly long[] _servedCount = new long[SecondsKept];
@@ -93,34 +85,6 @@ public sealed class NodeStats : IDisposable
     private readonly LinkedList<AuditEvent> _audit = [];
     private long _changes;
     private long _conflicts;
-
-    public NodeStats(TimeProvider time, IMeterFactory meters)
-    {
-        _time = time;
-        _listener = new MeterListener
-        {
-            InstrumentPublished = (instrument, listener) =>
-            {
-                if (instrument.Meter.Name == QrTelemetry.Name && ReferenceEquals(instrument.Meter.Scope, meters)
-                    && instrument.Name is QrTelemetry.TransitionsInstrument or QrTelemetry.CeremonyDurationInstrument)
-                {
-                    listener.EnableMeasurementEvents(instrument);
-                }
-            },
-        };
-        _listener.SetMeasurementEventCallback<long>((instrument, _, tags, _) =>
-        {
-            foreach (var tag in tags)
-            {
-                if (tag is { Key: "state", Value: string state })
-                {
-                    Transition(state);
-                }
-            }
-        });
-        _listener.SetMeasurementEventCallback<double>((_, seconds, _, _) => CeremonyCompleted(TimeSpan.FromSeconds(seconds)));
-        _listener.Start();
-    }
 
     /// <summary>Grows on every figure recorded; the publisher writes only when it moved.</summary>
     public long Changes => Interlocked.Read(ref _changes);
@@ -136,7 +100,7 @@ public sealed class NodeStats : IDisposable
 
     public void Served()
     {
-        var second = _time.GetUtcNow().ToUnixTimeSeconds();
+        var second = time.GetUtcNow().ToUnixTimeSeconds();
         var slot = (int)(second % SecondsKept);
         lock (_gate)
         {
@@ -172,7 +136,7 @@ public sealed class NodeStats : IDisposable
     /// <summary>A copy of what this node holds now.</summary>
     public (IReadOnlyList<SecondCount> Served, IReadOnlyList<MinuteFigures> Minutes, IReadOnlyList<AuditEvent> Audit) Snapshot()
     {
-        var now = _time.GetUtcNow();
+        var now = time.GetUtcNow();
         lock (_gate)
         {
             Prune(now);
@@ -191,7 +155,7 @@ public sealed class NodeStats : IDisposable
 
     private void Record(Action<Minute> change)
     {
-        var now = _time.GetUtcNow();
+        var now = time.GetUtcNow();
         lock (_gate)
         {
             var key = now.ToUnixTimeSeconds() / 60;
@@ -219,8 +183,6 @@ public sealed class NodeStats : IDisposable
         var index = LatencyBuckets.IndexOf(Math.Max(0, value.TotalSeconds));
         buckets[index] = buckets.GetValueOrDefault(index) + 1;
     }
-
-    public void Dispose() => _listener.Dispose();
 
     private sealed class Minute
     {

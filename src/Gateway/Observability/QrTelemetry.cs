@@ -9,25 +9,24 @@ namespace QrOrleans.Gateway.Observability;
 /// The one Meter and the one ActivitySource of the system, both named "QrOrleans". Instrument names follow the
 /// OpenTelemetry conventions: dotted lower-case namespaces, UCUM units, durations in seconds.
 /// </summary>
-/// <remarks>
-/// The session instruments (<see cref="TransitionsInstrument"/>, rotations, <see cref="CeremonyDurationInstrument"/>)
-/// are recorded by the QR session grain where a transition commits, on the same meter: the grain asks this node's
-/// <see cref="IMeterFactory"/> for "QrOrleans" and gets this very Meter, so listeners see one meter per node.
-/// </remarks>
 public sealed class QrTelemetry : IDisposable
 {
     public const string Name = "QrOrleans";
-    public const string TransitionsInstrument = "qrorleans.qr_session.transitions";
-    public const string CeremonyDurationInstrument = "qrorleans.ceremony.duration";
 
     /// <summary>Shared by every node of the process: an ActivitySource is only a name that listeners pick up.</summary>
     public static readonly ActivitySource Source = new(Name);
 
+    private static readonly double[] CeremonyBuckets = [0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300];
     private static readonly double[] LatencyBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
 
     public QrTelemetry(IMeterFactory meters, NodeStats stats)
     {
         Meter = meters.Create(new MeterOptions(Name));
+        Transitions = Meter.CreateCounter<long>("qrorleans.qr_session.transitions", "{transition}",
+            "QR sessions entering a state (attribute state), counted once on the silo that committed the transition.");
+        Rotations = Meter.CreateCounter<long>("qrorleans.qr_session.rotations", "{rotation}", "QR codes replaced by a new one while pending.");
+        CeremonyDuration = Meter.CreateHistogram("qrorleans.ceremony.duration", "s",
+            "From session creation to completed (the desktop claimed its tokens).", advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = CeremonyBuckets });
         NotifyLatency = Meter.CreateHistogram("qrorleans.notify.latency", "s",
             "From approval on the phone to the approved snapshot leaving for the desktop (attribute transport).",
             advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = LatencyBuckets });
@@ -39,6 +38,12 @@ public sealed class QrTelemetry : IDisposable
     }
 
     public Meter Meter { get; }
+
+    public Counter<long> Transitions { get; }
+
+    public Counter<long> Rotations { get; }
+
+    public Histogram<double> CeremonyDuration { get; }
 
     public Histogram<double> NotifyLatency { get; }
 

@@ -1,5 +1,4 @@
 using QrOrleans.Accounts;
-using QrOrleans.QrSessions;
 
 namespace QrOrleans.Grains.Accounts;
 

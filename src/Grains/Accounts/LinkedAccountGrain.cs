@@ -4,7 +4,6 @@ using Microsoft.Extensions.Logging;
 using Orleans.Storage;
 using Orleans.Streams;
 using QrOrleans.Accounts;
-using QrOrleans.QrSessions;
 using static QrOrleans.Accounts.AccountStates;
 
 namespace QrOrleans.Grains.Accounts;
@@ -50,6 +49,7 @@ public sealed partial class LinkedAccountGrain(
 
     /// <summary>Whether the recovery reminder is registered, as far as this activation knows (null: not known yet).</summary>
     private bool? _reminder;
+    private Task _background = Task.CompletedTask;
 
     private string Key => this.GetPrimaryKeyString();
 
@@ -63,14 +63,13 @@ public sealed partial class LinkedAccountGrain(
     public override async Task OnActivateAsync(CancellationToken cancellationToken)
     {
         _token = new WorkerToken(silo.SiloAddress.ToString(), Secrets.NewHexId(8));
-        _due = this.RegisterGrainTimer(OnDueAsync, new GrainTimerCreationOptions(Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan));
         if (Live is { State: Connected, CheckDue: false } s)
         {
             // A new holder checks a connected account's session at once instead of at the next interval.
             await CommitAsync(s with { CheckDue = true, CheckAt = null }, publish: false).ConfigureAwait(true);
             return;
         }
-        await AfterChangeAsync().ConfigureAwait(true);
+        AfterChange();
     }
 
     public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
@@ -447,7 +446,7 @@ public sealed partial class LinkedAccountGrain(
         catch (Exception e) when (e is not InconsistentStateException)
         {
             LogHandoffFailed(log, Key, e);
-            _due?.Change(HandoffRetry, Timeout.InfiniteTimeSpan);
+            ArmDue(HandoffRetry);
             return;
         }
         var handed = s.Notices[^1].Seq;
@@ -457,7 +456,7 @@ public sealed partial class LinkedAccountGrain(
         {
             await Directory.RemoveAsync(Key, ct).ConfigureAwait(true);
             await state.DeleteAsync(this).ConfigureAwait(true);
-            await AfterChangeAsync().ConfigureAwait(true);
+            AfterChange();
             await outbox.RetireAsync(ct).ConfigureAwait(true);
             this.DeactivateOnIdle();
             return;
@@ -630,26 +629,45 @@ public sealed partial class LinkedAccountGrain(
         var version = state.State.Version + 1;
         state.State = new LinkedAccountDocument { Account = s, Version = version };
         await state.PersistAsync(this).ConfigureAwait(true);
-        await AfterChangeAsync().ConfigureAwait(true);
+        AfterChange();
         var view = View(s);
         if (publish && s.State != Deleted)
         {
-            try
-            {
-                await this.GetStreamProvider(OrleansNames.Streams)
-                    .GetStream<LinkedAccountChanged>(StreamId.Create(AccountStreams.Namespace, Key))
-                    .OnNextAsync(new LinkedAccountChanged(version, view, CurrentQr(s))).ConfigureAwait(true);
-            }
-            catch (Exception e)
-            {
-                // Watchers re-read on their own; a lost event delays an update, it does not undo the change.
-                LogPublishFailed(log, Key, e);
-            }
+            var changed = new LinkedAccountChanged(version, view, CurrentQr(s));
+            InBackground(() => PublishAsync(changed));
         }
         return view;
     }
 
-    private async Task AfterChangeAsync()
+    private async Task PublishAsync(LinkedAccountChanged changed)
+    {
+        try
+        {
+            await this.GetStreamProvider(OrleansNames.Streams)
+                .GetStream<LinkedAccountChanged>(StreamId.Create(AccountStreams.Namespace, Key))
+                .OnNextAsync(changed).ConfigureAwait(true);
+        }
+        catch (Exception e)
+        {
+            // Watchers re-read on their own; a lost event delays an update, it does not undo the change.
+            LogPublishFailed(log, Key, e);
+        }
+    }
+
+    /// <summary>
+    /// Runs <paramref name="work"/> on this activation after the background work queued before it, without the
+    /// caller waiting: the stream and the reminder service may sit on a silo that just died (their grains come back
+    /// elsewhere after a while), and no transition of the account may wait for that. Order is kept.
+    /// </summary>
+    private void InBackground(Func<Task> work) => _background = After(_background, work);
+
+    private static async Task After(Task previous, Func<Task> work)
+    {
+        await previous.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing | ConfigureAwaitOptions.ContinueOnCapturedContext);
+        await work().ConfigureAwait(true);
+    }
+
+    private void AfterChange()
     {
         var s = state.State.Account;
         census.Report(ActivationCensus.LinkedAccount, Key, s is { State: not Deleted } ? s.State : null);
@@ -663,17 +681,25 @@ public sealed partial class LinkedAccountGrain(
             StopWorker();
         }
         var now = Now;
-        if (NextDue(s, now) is { } due)
+        ArmDue(NextDue(s, now) is { } due ? due - now : null);
+        var needed = live || s is { Notices.Count: > 0 };
+        if (_reminder != needed)
         {
-            var wait = due - now;
-            _due?.Change(wait > TimeSpan.Zero ? wait : TimeSpan.Zero, Timeout.InfiniteTimeSpan);
+            InBackground(() => SyncReminderAsync(needed));
         }
-        else
-        {
-            _due?.Change(Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
-        }
-        await SyncReminderAsync(live || s is { Notices.Count: > 0 }).ConfigureAwait(true);
         _worker?.Nudge();
+    }
+
+    /// <summary>
+    /// Sets the one-shot due timer (none when <paramref name="wait"/> is null). A fresh timer each time, since this
+    /// runs inside the timer's own callback too, where changing the running timer does not take.
+    /// </summary>
+    private void ArmDue(TimeSpan? wait)
+    {
+        _due?.Dispose();
+        _due = wait is { } w
+            ? this.RegisterGrainTimer(OnDueAsync, new GrainTimerCreationOptions(w > TimeSpan.Zero ? w : TimeSpan.Zero, Timeout.InfiniteTimeSpan))
+            : null;
     }
 
     /// <summary>States in which the account holds (or is about to hold again) a live platform connection.</summary>

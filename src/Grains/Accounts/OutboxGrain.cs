@@ -2,7 +2,6 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Orleans.Storage;
 using QrOrleans.Accounts;
-using QrOrleans.QrSessions;
 
 namespace QrOrleans.Grains.Accounts;
 
@@ -47,14 +46,14 @@ public sealed partial class OutboxGrain(
     private IGrainTimer? _deliver;
     private bool _sending;
     private bool? _reminder;
+    private Task _background = Task.CompletedTask;
 
     private string Key => this.GetPrimaryKeyString();
 
-    public override async Task OnActivateAsync(CancellationToken cancellationToken)
+    public override Task OnActivateAsync(CancellationToken cancellationToken)
     {
-        _deliver = this.RegisterGrainTimer(DeliverAsync,
-            new GrainTimerCreationOptions(Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan) { Interleave = true });
-        await ScheduleAsync().ConfigureAwait(true);
+        Schedule();
+        return Task.CompletedTask;
     }
 
     public async Task AcceptAsync(WebhookTarget target, IReadOnlyList<WebhookNotice> notices, CancellationToken ct)
@@ -94,7 +93,7 @@ public sealed partial class OutboxGrain(
         {
             _gate.Release();
         }
-        await ScheduleAsync().ConfigureAwait(true);
+        Schedule();
     }
 
     public async Task RetireAsync(CancellationToken ct)
@@ -120,7 +119,7 @@ public sealed partial class OutboxGrain(
         {
             _gate.Release();
         }
-        await ScheduleAsync().ConfigureAwait(true);
+        Schedule();
     }
 
     public Task ResumeAsync(CancellationToken ct) => Task.CompletedTask; // activating schedules what is queued
@@ -132,7 +131,11 @@ public sealed partial class OutboxGrain(
         return Task.FromResult(new OutboxStatus(s.Queue.Count, s.Delivered, head?.Event, head?.Attempts ?? 0, head?.LastError));
     }
 
-    public Task ReceiveReminder(string reminderName, TickStatus status) => ScheduleAsync();
+    public Task ReceiveReminder(string reminderName, TickStatus status)
+    {
+        Schedule();
+        return Task.CompletedTask;
+    }
 
     /// <summary>Sends the head if it is due; otherwise sets the timer for when it is.</summary>
     private async Task DeliverAsync(CancellationToken ct)
@@ -143,7 +146,7 @@ public sealed partial class OutboxGrain(
         }
         if (head.NextAttemptAt > time.GetUtcNow())
         {
-            await ScheduleAsync().ConfigureAwait(true);
+            Schedule();
             return;
         }
         _sending = true;
@@ -193,23 +196,38 @@ public sealed partial class OutboxGrain(
         {
             _gate.Release();
         }
-        await ScheduleAsync().ConfigureAwait(true);
+        Schedule();
     }
 
     /// <summary>The timer for the head's next attempt, and the reminder while anything is queued.</summary>
-    private async Task ScheduleAsync()
+    private void Schedule()
     {
         var head = state.State.Queue.FirstOrDefault();
-        if (head is null)
+        if (!_sending)
         {
-            _deliver?.Change(Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
-        }
-        else if (!_sending)
-        {
-            var wait = head.NextAttemptAt - time.GetUtcNow();
-            _deliver?.Change(wait > TimeSpan.Zero ? wait : TimeSpan.Zero, Timeout.InfiniteTimeSpan);
+            // A fresh one-shot timer each time: this also runs inside the timer's own callback, where changing it does not take.
+            _deliver?.Dispose();
+            var wait = head is null ? (TimeSpan?)null : head.NextAttemptAt - time.GetUtcNow();
+            _deliver = wait is { } w
+                ? this.RegisterGrainTimer(DeliverAsync, new GrainTimerCreationOptions(w > TimeSpan.Zero ? w : TimeSpan.Zero, Timeout.InfiniteTimeSpan) { Interleave = true })
+                : null;
         }
         var needed = head is not null;
+        if (_reminder != needed)
+        {
+            // Not awaited: the reminder service may sit on a silo that just died, and deliveries must not wait for it.
+            _background = After(_background, () => SyncReminderAsync(needed));
+        }
+    }
+
+    private static async Task After(Task previous, Func<Task> work)
+    {
+        await previous.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing | ConfigureAwaitOptions.ContinueOnCapturedContext);
+        await work().ConfigureAwait(true);
+    }
+
+    private async Task SyncReminderAsync(bool needed)
+    {
         if (_reminder == needed)
         {
             return;

@@ -10,7 +10,6 @@ using Orleans.TestingHost;
 using QrOrleans.Accounts;
 using QrOrleans.Grains.Accounts;
 using QrOrleans.Grains.Vault;
-using QrOrleans.QrSessions;
 using QrOrleans.Silo.Accounts;
 using QrOrleans.Silo.Hosting;
 
@@ -49,7 +48,7 @@ public sealed class FleetCluster : IAsyncDisposable
             silo.UseQrOrleansSilo(new ClusterSettings
             {
                 MinimumReminderPeriod = TimeSpan.FromSeconds(1),
-                RecoveryReminderPeriod = TimeSpan.FromSeconds(2),
+                RecoveryReminderPeriod = TimeSpan.FromSeconds(60),
             });
             silo.AddQrFleet();
             silo.Services.AddSingleton(options);
@@ -69,6 +68,10 @@ public sealed class FleetCluster : IAsyncDisposable
             });
         });
         builder.ConfigureClient(client => client.AddMemoryStreams(OrleansNames.Streams));
+        if (Environment.GetEnvironmentVariable("QRO_FLEET_LOG") == "1") // TEMPDEBUG
+        {
+            builder.ConfigureSiloHost((_, host) => Microsoft.Extensions.Logging.FilterLoggingBuilderExtensions.AddFilter(Microsoft.Extensions.Logging.FilterLoggingBuilderExtensions.AddFilter(Microsoft.Extensions.Logging.ConsoleLoggerExtensions.AddSimpleConsole(host.Logging), "QrOrleans", Microsoft.Extensions.Logging.LogLevel.Debug), "Orleans", Microsoft.Extensions.Logging.LogLevel.Warning));
+        }
         var cluster = builder.Build();
         await cluster.DeployAsync();
         return new FleetCluster(cluster, storage, vault);

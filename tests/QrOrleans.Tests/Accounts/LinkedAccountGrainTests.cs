@@ -1,5 +1,6 @@
 using Microsoft.Extensions.Time.Testing;
 using Orleans.Runtime;
+using Orleans.Streams;
 using QrOrleans.Accounts;
 using QrOrleans.Grains.Accounts;
 
@@ -203,7 +204,7 @@ public sealed class LinkedAccountGrainTests(HandClockClusterFixture fixture) : I
     {
         var id = NewId("stream");
         var seen = new System.Collections.Concurrent.ConcurrentQueue<LinkedAccountChanged>();
-        var stream = Fleet.Cluster.Client.GetStreamProvider(QrOrleans.QrSessions.OrleansNames.Streams)
+        var stream = Fleet.Cluster.Client.GetStreamProvider(OrleansNames.Streams)
             .GetStream<LinkedAccountChanged>(StreamId.Create(AccountStreams.Namespace, id));
         var handle = await stream.SubscribeAsync((e, _) =>
         {

@@ -338,7 +338,9 @@ public sealed class CeremonyApiTests(NodeFixture fixture) : IClassFixture<NodeFi
     public async Task Health_readiness_and_the_openapi_document_are_served()
     {
         Assert.Equal("ok", (await Api.SendAsync(HttpMethod.Get, "/healthz", null)).EnsureStatus(200).Text);
-        Assert.Equal("ready", (await Api.SendAsync(HttpMethod.Get, "/readyz", null)).EnsureStatus(200).Text);
+        var ready = (await Api.SendAsync(HttpMethod.Get, "/readyz", null)).EnsureStatus(200).Body;
+        Assert.Equal("ready", ready.GetProperty("status").GetString());
+        Assert.Contains(ready.GetProperty("checks").EnumerateArray(), c => c.GetProperty("name").GetString() == "silo" && c.GetProperty("healthy").GetBoolean());
         var openapi = (await Api.SendAsync(HttpMethod.Get, "/openapi/v1.json", null)).EnsureStatus(200);
         var paths = openapi.Body.GetProperty("paths").EnumerateObject().Select(p => p.Name).ToList();
         Assert.Contains("/v1/qr/sessions", paths);

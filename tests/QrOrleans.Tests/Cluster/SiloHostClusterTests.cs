@@ -81,6 +81,6 @@ public sealed class SiloHostClusterTests(SiloHostCluster cluster) : IClassFixtur
         Assert.Equal(JsonValueKind.Object, me.Body.ValueKind);
         Assert.Equal(410, (await gateway.Api.ClaimAsync(session)).Status);
         var devices = (await gateway.Api.SendAsync(HttpMethod.Get, "/v1/devices", null, phone.AccessToken)).EnsureStatus(200);
-        Assert.Contains(claim.Body.GetProperty("device").GetProperty("id").GetString(), devices.Text, StringComparison.Ordinal);
+        Assert.Contains(claim.Body.GetProperty("device").GetProperty("id").GetString()!, devices.Text, StringComparison.Ordinal);
     });
 }

@@ -94,15 +94,15 @@ public sealed class DashboardPageTests(DashboardNodeFixture fixture) : IClassFix
         var ceremonies = int.Parse((await page.Locator("#ceremonies-window").TextContentAsync())!, System.Globalization.CultureInfo.InvariantCulture);
         await page.EvaluateAsync("() => { window.__marker = 1; }");
 
-        // A ceremony, the desktop waiting by long-poll.
+        // A ceremony, the desktop following it by Server-Sent Events.
         var api = new ApiClient(fixture.Node.Http);
         var phone = await api.NewPhoneAsync();
         var session = await api.CreateSessionAsync(new { client = new { name = "Dashboard demo laptop", kind = "browser" } });
-        (await api.ScanAsync(phone.AccessToken, session.QrUrl)).EnsureStatus(200);
-        var waiting = api.SendAsync(HttpMethod.Get, $"/v1/qr/sessions/{session.SessionId}?waitForVersion=2&timeout=15", null, session.DesktopToken);
-        var number = (await api.SnapshotAsync(session)).Body.GetProperty("numberMatch").GetString()!;
-        (await api.ApproveAsync(phone.AccessToken, session.SessionId, number)).EnsureStatus(200);
-        Assert.Equal("approved", (await waiting).EnsureStatus(200).Body.GetProperty("state").GetString());
+        await using (var desktop = await DesktopEvents.OpenAsync(fixture.Node.Http, session))
+        {
+            await api.ScanAndApproveAsync(phone.AccessToken, session);
+            await desktop.WaitForAsync("approved");
+        }
         (await api.ClaimAsync(session)).EnsureStatus(200);
 
         await Expect(page.Locator("#sessions li[data-state=completed] .count")).ToHaveTextAsync(new Regex($"^(?!{completed}$)\\d+$"));
@@ -167,5 +167,51 @@ public sealed class DashboardPageTests(DashboardNodeFixture fixture) : IClassFix
         context.SetDefaultTimeout(BrowserFixture.TimeoutMs);
         context.SetDefaultNavigationTimeout(BrowserFixture.TimeoutMs);
         return context;
+    }
+}
+
+/// <summary>
+/// A desktop following its session on /events. Opening returns once the first event arrived: the node's watch of
+/// the session's stream is subscribed by then, so an approval made afterwards reaches the desktop as a notification
+/// (which the dashboard's approve → notified figure measures).
+/// </summary>
+public sealed class DesktopEvents : IAsyncDisposable
+{
+    private readonly HttpResponseMessage _response;
+    private readonly StreamReader _reader;
+
+    private DesktopEvents(HttpResponseMessage response, StreamReader reader) => (_response, _reader) = (response, reader);
+
+    public static async Task<DesktopEvents> OpenAsync(HttpClient http, NewSession session)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Get, $"/v1/qr/sessions/{session.SessionId}/events");
+        request.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", session.DesktopToken);
+        var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+        response.EnsureSuccessStatusCode();
+        var events = new DesktopEvents(response, new StreamReader(await response.Content.ReadAsStreamAsync()));
+        await events.WaitForAsync(null);
+        return events;
+    }
+
+    /// <summary>Reads events until one in <paramref name="state"/> (any event when null), within 15 s.</summary>
+    public async Task WaitForAsync(string? state)
+    {
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(15));
+        while (await _reader.ReadLineAsync(timeout.Token) is { } line)
+        {
+            if (line.StartsWith("data:", StringComparison.Ordinal)
+                && (state is null || line.Contains($"\"state\":\"{state}\"", StringComparison.Ordinal)))
+            {
+                return;
+            }
+        }
+        throw new InvalidOperationException("The event stream ended before the session was " + (state ?? "reported"));
+    }
+
+    public ValueTask DisposeAsync()
+    {
+        _reader.Dispose();
+        _response.Dispose();
+        return ValueTask.CompletedTask;
     }
 }

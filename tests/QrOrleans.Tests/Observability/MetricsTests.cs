@@ -52,7 +52,6 @@ public sealed class MetricsTests
         Assert.Equal("long_poll", notify.Tags["transport"]);
         Assert.InRange(notify.Value, 0, 5);
         Assert.Contains(seen, m => m.Instrument == "qrorleans.grain.turn.conflicts");
-        Assert.Contains(seen, m => m.Instrument == "qrorleans.reminders.delivered");
         Assert.Equal(3, seen.Count(m => m.Instrument == "qrorleans.audit.appends")); // scanned, approved, linked
     }
 

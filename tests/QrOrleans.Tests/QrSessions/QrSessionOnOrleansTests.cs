@@ -59,17 +59,20 @@ public sealed class QrSessionOnOrleansTests
             o.QrTtl = TimeSpan.FromMilliseconds(400);
             o.MaxRotations = 3;
         }, silos: 2, realClock: true);
-        var (grain, created) = await NewSessionAsync(silo);
-        var seen = await FollowOnEverySiloAsync(silo, created.SessionId);
+        // Followed from before it exists, so the first rotation (only 400 ms in) cannot be missed.
+        var id = Grains.Secrets.NewToken(16);
+        var seen = await FollowOnEverySiloAsync(silo, id);
+        var grain = silo.Grains.GetGrain<IQrSessionGrain>(id);
+        var created = await grain.CreateAsync(Desktop);
 
-        // Rotations 2 and 3, then expired: versions 2, 3, 4, each once per consumer, with no call to the grain.
-        await Until(() => seen.Count(c => c.Silo == 0 && c.Change.Snapshot.State == QrSessionStates.Expired) == 1, TimeSpan.FromSeconds(10), "expiry");
+        // Created, rotations 2 and 3, then expired: versions 1 to 4, each once per consumer, with no call to the grain.
+        await Until(() => seen.Count(c => c.Change.Snapshot.State == QrSessionStates.Expired) == 2, TimeSpan.FromSeconds(10), "expiry");
         foreach (var consumer in new[] { 0, 1 })
         {
             var versions = seen.Where(c => c.Silo == consumer).Select(c => c.Change.Version).ToArray();
-            Assert.Equal([2L, 3L, 4L], versions);
+            Assert.Equal([1L, 2L, 3L, 4L], versions);
         }
-        Assert.Equal([2, 3], seen.Where(c => c.Silo == 0 && c.Change.Snapshot.Qr is not null).Select(c => c.Change.Snapshot.Qr!.Rotation));
+        Assert.Equal([1, 2, 3], seen.Where(c => c.Silo == 0 && c.Change.Snapshot.Qr is not null).Select(c => c.Change.Snapshot.Qr!.Rotation));
         Assert.Equal(4, (await grain.GetSnapshotAsync(created.DesktopToken)).Version);
     }
 
@@ -125,7 +128,8 @@ public sealed class QrSessionOnOrleansTests
         var storage = silo.Cluster.Silos[0].ServiceProvider.GetRequiredKeyedService<IGrainStorage>(OrleansNames.Storage);
         var stored = new Orleans.GrainState<QrSessionState>();
         await storage.ReadStateAsync("session", grain.GetGrainId(), stored);
-        stored.State = stored.State with { State = QrSessionStates.Cancelled, EndedAt = DateTimeOffset.UtcNow, Version = stored.State.Version + 1 };
+        Assert.True(stored.RecordExists);
+        stored.State = stored.State! with { State = QrSessionStates.Cancelled, EndedAt = DateTimeOffset.UtcNow, Version = stored.State.Version + 1 };
         await storage.WriteStateAsync("session", grain.GetGrainId(), stored);
 
         // The stale activation still thinks it is pending: its write is refused, it steps aside, the call runs again.
