@@ -7,7 +7,7 @@ public static class OrleansNames
     public const string Storage = "qrorleans";
 
     /// <summary>The memory stream provider that carries grain state changes across the cluster.</summary>
-    public const string Streams = "qrorleans";
+    public const string Streams = "qrorleans-streams";
 
     /// <summary>Stream namespace of QR sessions (key = session id).</summary>
     public const string QrSessionStream = "qr-session";

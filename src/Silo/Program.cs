@@ -17,6 +17,11 @@ if (cluster.Role == ClusterRole.Client)
     throw new InvalidOperationException("QrOrleans:Cluster:Role=Client is for a gateway; a src/Silo host is always a silo.");
 }
 
+if (string.IsNullOrWhiteSpace(section["PublicOrigin"]))
+{
+    // The grains write QR URLs (and the qrorleans connector links agents) with it; a silo host has no URL of its own.
+    throw new InvalidOperationException("QrOrleans:PublicOrigin is required on a silo host: the address QR codes point at (the gateways' load balancer).");
+}
 builder.Services.AddQrGrainServices(section, cluster);
 // The same silo as a gateway's co-hosted one: the providers, then the agent fleet's silo side.
 builder.UseOrleans(silo => silo.UseQrOrleansSilo(cluster).AddQrFleet());

@@ -17,19 +17,10 @@ public sealed record InboxItem(string AccountId, int Cycle, int MaxCycles, DateT
 /// <param name="Available">Whether this build has linked accounts at all (the agent fleet).</param>
 public sealed record LinkedAccountsView(bool Available, IReadOnlyList<LinkedAccountRow> Accounts, IReadOnlyList<InboxItem> Inbox);
 
-/// <summary>A pairing QR as silos used to publish it in their stats row. The account grain holds its current QR now.</summary>
-public sealed record PairingQr(string AccountId, int Cycle, int MaxCycles, DateTimeOffset ExpiresAt, string Caption, string QrContent, DateTimeOffset At);
-
 /// <summary>Where the dashboard's linked-accounts panel and owner inbox come from.</summary>
 public interface ILinkedAccountsSource
 {
     Task<LinkedAccountsView> GetAsync(CancellationToken ct);
-
-    /// <summary>
-    /// The former shape, kept while the dashboard moves over (issue 8): <paramref name="published"/> is not needed
-    /// any more, since each account grain answers with its own current QR.
-    /// </summary>
-    Task<LinkedAccountsView> GetAsync(IReadOnlyList<PairingQr> published, CancellationToken ct) => GetAsync(ct);
 }
 
 /// <summary>

@@ -70,6 +70,8 @@ public sealed partial class SiloStatsPublisher(
     : BackgroundService
 {
     public static readonly TimeSpan Interval = TimeSpan.FromSeconds(1);
+
+    /// <summary>Bounds how long a stats activation lost with its host silo stays empty, and keeps it from idle collection.</summary>
     public static readonly TimeSpan Refresh = TimeSpan.FromSeconds(5);
 
     private static readonly string[] Kinds = [ActivationCensus.QrSession, ActivationCensus.LinkedAccount];
@@ -145,11 +147,17 @@ public sealed class ClusterRoster(IGrainFactory grains, IServiceProvider service
 {
     public static readonly TimeSpan GoneAfter = TimeSpan.FromMinutes(10);
 
+    /// <summary>
+    /// A silo killed a moment ago is still Active in membership until it is evicted (about 3 s): calls to it fail or
+    /// hang until then. Its activations and figures are left out meanwhile rather than holding up the whole answer.
+    /// </summary>
+    private static readonly TimeSpan AnswerTimeout = TimeSpan.FromSeconds(2);
+
     public async Task<Roster> ReadAsync(CancellationToken ct)
     {
         var management = grains.GetGrain<IManagementGrain>(0);
         var hostsTask = management.GetDetailedHosts(onlyActive: false);
-        var statisticsTask = management.GetSimpleGrainStatistics();
+        var statisticsTask = OrDefaultAsync(management.GetSimpleGrainStatistics(), [], ct);
         var hosts = await hostsTask.ConfigureAwait(false);
         var now = time.GetUtcNow();
         var listed = hosts
@@ -157,7 +165,7 @@ public sealed class ClusterRoster(IGrainFactory grains, IServiceProvider service
             .OrderBy(h => Utc(h.StartTime))
             .ToList();
         var statsTasks = listed.Select(h => h.Status == SiloStatus.Active
-            ? grains.GetGrain<ISiloStatsGrain>(h.SiloAddress.ToParsableString()).GetAsync(ct)
+            ? OrDefaultAsync(Task.Run(() => grains.GetGrain<ISiloStatsGrain>(h.SiloAddress.ToParsableString()).GetAsync(ct)), null, ct)
             : Task.FromResult<SiloStats?>(null)).ToList();
         var statistics = await statisticsTask.ConfigureAwait(false);
         var stats = await Task.WhenAll(statsTasks).ConfigureAwait(false);
@@ -177,7 +185,9 @@ public sealed class ClusterRoster(IGrainFactory grains, IServiceProvider service
         foreach (var kind in new[] { ActivationCensus.QrSession, ActivationCensus.LinkedAccount })
         {
             var sum = new Dictionary<string, int>();
-            var counted = silos.Select(s => s.Id == self && local is not null ? local.CountByState(kind) : s.Stats?.Census.GetValueOrDefault(kind));
+            var counted = silos.Select(s => s.Id == self && s.Status == nameof(SiloStatus.Active) && local is not null
+                ? local.CountByState(kind)
+                : s.Stats?.Census.GetValueOrDefault(kind));
             foreach (var (state, n) in counted.SelectMany(c => c ?? new Dictionary<string, int>()))
             {
                 sum[state] = sum.GetValueOrDefault(state) + n;
@@ -185,6 +195,18 @@ public sealed class ClusterRoster(IGrainFactory grains, IServiceProvider service
             census[kind] = sum;
         }
         return new Roster(self, silos, activations, census);
+    }
+
+    private static async Task<T> OrDefaultAsync<T>(Task<T> call, T fallback, CancellationToken ct)
+    {
+        try
+        {
+            return await call.WaitAsync(AnswerTimeout, ct).ConfigureAwait(false);
+        }
+        catch (Exception) when (!ct.IsCancellationRequested)
+        {
+            return fallback;
+        }
     }
 
     /// <summary>

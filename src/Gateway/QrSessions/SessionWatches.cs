@@ -187,11 +187,14 @@ public sealed partial class SessionWatches(IClusterClient cluster, IServiceProvi
     private static partial void LogUnsubscribeFailed(ILogger log, Exception e);
 }
 
-/// <summary>In the Client role: a lost or regained connection to the cluster's gateways makes every watcher re-read.</summary>
-public sealed class ClusterConnection(SessionWatches watches) : IClusterConnectionStatusObserver
+/// <summary>
+/// In the Client role: a lost or regained connection to the cluster's gateways makes every watcher re-read.
+/// Resolves the watches only when told: they depend on the cluster client, which is built with this observer.
+/// </summary>
+public sealed class ClusterConnection(IServiceProvider services) : IClusterConnectionStatusObserver
 {
-    public void NotifyClusterConnectionLost() => watches.ResyncAll();
+    public void NotifyClusterConnectionLost() => services.GetRequiredService<SessionWatches>().ResyncAll();
 
     public void NotifyGatewayCountChanged(int currentNumberOfGateways, int previousNumberOfGateways, bool connectionRecovered) =>
-        watches.ResyncAll();
+        services.GetRequiredService<SessionWatches>().ResyncAll();
 }

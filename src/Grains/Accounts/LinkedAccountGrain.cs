@@ -428,7 +428,11 @@ public sealed partial class LinkedAccountGrain(
         if (state.State.Account is { Notices.Count: > 0 })
         {
             await HandOffNoticesAsync(ct).ConfigureAwait(true);
+            return;
         }
+        // A timer may fire a little early by this clock: when nothing was due yet, it is set again.
+        var now = Now;
+        ArmDue(NextDue(state.State.Account, now) is { } due ? due - now : null);
     }
 
     /// <summary>
@@ -691,8 +695,8 @@ public sealed partial class LinkedAccountGrain(
     }
 
     /// <summary>
-    /// Sets the one-shot due timer (none when <paramref name="wait"/> is null). A fresh timer each time, since this
-    /// runs inside the timer's own callback too, where changing the running timer does not take.
+    /// Sets the one-shot due timer (none when <paramref name="wait"/> is null): a fresh timer each time, so that
+    /// setting it from inside its own callback never depends on how a running timer treats a change.
     /// </summary>
     private void ArmDue(TimeSpan? wait)
     {

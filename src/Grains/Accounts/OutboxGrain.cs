@@ -205,7 +205,7 @@ public sealed partial class OutboxGrain(
         var head = state.State.Queue.FirstOrDefault();
         if (!_sending)
         {
-            // A fresh one-shot timer each time: this also runs inside the timer's own callback, where changing it does not take.
+            // A fresh one-shot timer each time, so that setting it from inside its own callback never depends on how a running timer treats a change.
             _deliver?.Dispose();
             var wait = head is null ? (TimeSpan?)null : head.NextAttemptAt - time.GetUtcNow();
             _deliver = wait is { } w

@@ -1,3 +1,4 @@
+using Orleans.Storage;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Orleans.Configuration;
@@ -47,7 +48,8 @@ public static class OrleansHosting
         {
             case ClusterProvider.Localhost:
                 silo.AddMemoryGrainStorage(OrleansNames.Storage, o => o.GrainStorageSerializer = serializer);
-                silo.AddMemoryGrainStorage("PubSubStore", o => o.GrainStorageSerializer = serializer);
+                // Orleans' own PubSub state is not System.Text.Json-friendly (dotnet/orleans#8588): Orleans' serializer for it.
+                silo.AddMemoryGrainStorage("PubSubStore", ob => ob.Configure<Orleans.Serialization.Serializer>((o, s) => o.GrainStorageSerializer = new OrleansGrainStorageSerializer(s)));
                 silo.UseInMemoryReminderService();
                 break;
             case ClusterProvider.Redis:
@@ -58,12 +60,12 @@ public static class OrleansHosting
                     o.GrainStorageSerializer = serializer;
                     o.DeleteStateOnClear = true;
                 });
-                silo.AddRedisGrainStorage("PubSubStore", o =>
+                silo.Services.AddRedisGrainStorage("PubSubStore", ob => ob.Configure<Orleans.Serialization.Serializer>((o, s) =>
                 {
                     o.ConfigurationOptions = redis.Clone();
-                    o.GrainStorageSerializer = serializer;
+                    o.GrainStorageSerializer = new OrleansGrainStorageSerializer(s);
                     o.DeleteStateOnClear = true;
-                });
+                }));
                 silo.UseRedisReminderService(o => o.ConfigurationOptions = redis.Clone());
                 break;
         }

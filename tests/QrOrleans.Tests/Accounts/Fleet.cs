@@ -16,27 +16,24 @@ public sealed class Fleet(GatewayNode node)
 
     public ApiClient Api { get; } = new(node.Http);
 
-    /// <summary>Short timings so behaviour shows in seconds; <paramref name="connectionString"/> selects PostgreSQL.</summary>
-    public static Dictionary<string, string?> Settings(string? connectionString = null, IDictionary<string, string?>? extra = null)
+    /// <summary>Short timings so behaviour shows in seconds; <paramref name="redis"/> puts the node on the test Redis.</summary>
+    public static Dictionary<string, string?> Settings(FleetRedis? redis = null, IDictionary<string, string?>? extra = null)
     {
         var settings = new Dictionary<string, string?>
         {
             ["QrOrleans:Vault:Keys:1"] = VaultKey,
             ["QrOrleans:Vault:CurrentVersion"] = "1",
             ["QrOrleans:Accounts:HealthInterval"] = "00:00:01",
-            ["QrOrleans:Accounts:LeaseTime"] = "00:00:02",
             ["QrOrleans:Accounts:RetryBase"] = "00:00:00.500",
             ["QrOrleans:Accounts:RetryMax"] = "00:00:02",
             ["QrOrleans:Accounts:WebhookRetryBase"] = "00:00:00.200",
             ["QrOrleans:Accounts:WebhookRetryMax"] = "00:00:01",
             ["QrOrleans:Accounts:WebhookTimeout"] = "00:00:02",
             ["QrOrleans:Accounts:PairingPollWait"] = "00:00:00.250",
-            ["QrOrleans:Silo:ReminderLease"] = "00:00:03",
         };
-        if (connectionString is not null)
+        foreach (var (k, v) in (IEnumerable<KeyValuePair<string, string?>>?)redis?.NodeSettings() ?? [])
         {
-            settings["QrOrleans:Storage:Provider"] = "PostgreSql";
-            settings["QrOrleans:Storage:ConnectionString"] = connectionString;
+            settings[k] = v;
         }
         foreach (var (k, v) in extra ?? new Dictionary<string, string?>())
         {
@@ -99,6 +96,36 @@ public sealed class Fleet(GatewayNode node)
         await CreateAsync(id, receiver, connector, capacity: capacity, refillPerMinute: refillPerMinute);
         (await PairAsync(id)).EnsureStatus(202);
         await WaitForStateAsync(id, "connected");
+    }
+}
+
+/// <summary>
+/// A cluster of its own on the test Redis (scripts/test starts a private redis-server and sets QRO_TEST_REDIS): a
+/// fresh cluster and service id, so nothing another test stored is seen, and free ports for each node.
+/// </summary>
+public sealed class FleetRedis
+{
+    public string Id { get; } = "fleet-" + Guid.NewGuid().ToString("N")[..10];
+
+    public static string Server => Environment.GetEnvironmentVariable("QRO_TEST_REDIS") is { Length: > 0 } server
+        ? server
+        : throw new Xunit.Sdk.XunitException("QRO_TEST_REDIS is not set: run the tests through scripts/test, which starts a private redis-server.");
+
+    public Dictionary<string, string?> NodeSettings() => new()
+    {
+        ["QrOrleans:Cluster:Provider"] = "Redis",
+        ["QrOrleans:Cluster:Redis"] = Server,
+        ["QrOrleans:Cluster:ClusterId"] = Id,
+        ["QrOrleans:Cluster:ServiceId"] = Id,
+        ["QrOrleans:Cluster:SiloPort"] = FreePort(),
+        ["QrOrleans:Cluster:GatewayPort"] = FreePort(),
+    };
+
+    private static string FreePort()
+    {
+        using var socket = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.InterNetwork, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+        socket.Bind(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0));
+        return ((System.Net.IPEndPoint)socket.LocalEndPoint!).Port.ToString(System.Globalization.CultureInfo.InvariantCulture);
     }
 }
 

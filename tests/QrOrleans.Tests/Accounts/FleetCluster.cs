@@ -38,17 +38,20 @@ public sealed class FleetCluster : IAsyncDisposable
     public IGrainFactory Grains => Cluster.Client;
 
     /// <param name="clock">The clock grains read "now" from; null for the real one.</param>
-    public static async Task<FleetCluster> StartAsync(short silos, AccountOptions options, FakeTimeProvider? clock = null)
+    /// <param name="restartOf">A cluster that was stopped: this one starts on its storage and its vault key, as a restarted cluster on Redis would.</param>
+    public static async Task<FleetCluster> StartAsync(short silos, AccountOptions options, FakeTimeProvider? clock = null, FleetCluster? restartOf = null)
     {
-        var storage = new SharedGrainStorage();
-        var vault = new CredentialVault(new VaultOptions { Keys = { ["1"] = CredentialVault.GenerateKey() }, CurrentVersion = 1 });
+        var storage = restartOf?.Storage ?? new SharedGrainStorage();
+        var vault = restartOf?.Vault ?? new CredentialVault(new VaultOptions { Keys = { ["1"] = CredentialVault.GenerateKey() }, CurrentVersion = 1 });
         var builder = new InProcessTestClusterBuilder(silos);
         builder.ConfigureSilo((_, silo) =>
         {
+            // Production's reminder periods (Orleans' 1-minute floor): recovery within seconds must come from the
+            // fleet watch, not from a reminder.
             silo.UseQrOrleansSilo(new ClusterSettings
             {
-                MinimumReminderPeriod = TimeSpan.FromSeconds(1),
-                RecoveryReminderPeriod = TimeSpan.FromSeconds(60),
+                MinimumReminderPeriod = TimeSpan.FromMinutes(1),
+                RecoveryReminderPeriod = TimeSpan.FromMinutes(1),
             });
             silo.AddQrFleet();
             silo.Services.AddSingleton(options);
@@ -68,10 +71,6 @@ public sealed class FleetCluster : IAsyncDisposable
             });
         });
         builder.ConfigureClient(client => client.AddMemoryStreams(OrleansNames.Streams));
-        if (Environment.GetEnvironmentVariable("QRO_FLEET_LOG") == "1") // TEMPDEBUG
-        {
-            builder.ConfigureSiloHost((_, host) => Microsoft.Extensions.Logging.FilterLoggingBuilderExtensions.AddFilter(Microsoft.Extensions.Logging.FilterLoggingBuilderExtensions.AddFilter(Microsoft.Extensions.Logging.ConsoleLoggerExtensions.AddSimpleConsole(host.Logging), "QrOrleans", Microsoft.Extensions.Logging.LogLevel.Debug), "Orleans", Microsoft.Extensions.Logging.LogLevel.Warning));
-        }
         var cluster = builder.Build();
         await cluster.DeployAsync();
         return new FleetCluster(cluster, storage, vault);

@@ -1,5 +1,4 @@
 using QrOrleans.Grains.Vault;
-using QrOrleans.Tests.Cluster;
 using QrOrleans.Tests.Infrastructure;
 
 namespace QrOrleans.Tests.Accounts;
@@ -10,12 +9,12 @@ public sealed class KeyRotationTests
     [Fact]
     public async Task Resealing_moves_every_account_to_the_new_key_so_the_old_one_can_be_retired()
     {
-        await using var db = await PostgresDatabase.CreateAsync(maxPoolSize: 10);
+        var redis = new FleetRedis();
         await using var owner = await WebhookReceiver.StartAsync();
         var id = Fleet.NewId("rotate");
         var newKey = CredentialVault.GenerateKey();
 
-        await using (var before = await GatewayNode.StartAsync(Fleet.Settings(db.ConnectionString)))
+        await using (var before = await GatewayNode.StartAsync(Fleet.Settings(redis)))
         {
             var fleet = new Fleet(before);
             await fleet.LinkAsync(id, owner);
@@ -23,7 +22,7 @@ public sealed class KeyRotationTests
             (await fleet.PostAsync($"/v1/accounts/{id}/stop")).EnsureStatus(200);
         }
 
-        await using (var rotating = await GatewayNode.StartAsync(Fleet.Settings(db.ConnectionString, new Dictionary<string, string?>
+        await using (var rotating = await GatewayNode.StartAsync(Fleet.Settings(redis, new Dictionary<string, string?>
         {
             ["QrOrleans:Vault:Keys:2"] = newKey,
             ["QrOrleans:Vault:CurrentVersion"] = "2",
@@ -38,7 +37,7 @@ public sealed class KeyRotationTests
             Assert.Equal(401, (await fleet.Api.SendAsync(HttpMethod.Post, "/v1/admin/vault/reseal", null)).Status);
         }
 
-        var newOnly = Fleet.Settings(db.ConnectionString, new Dictionary<string, string?> { ["QrOrleans:Vault:Keys:2"] = newKey, ["QrOrleans:Vault:CurrentVersion"] = "2" });
+        var newOnly = Fleet.Settings(redis, new Dictionary<string, string?> { ["QrOrleans:Vault:Keys:2"] = newKey, ["QrOrleans:Vault:CurrentVersion"] = "2" });
         newOnly.Remove("QrOrleans:Vault:Keys:1");
         await using (var retired = await GatewayNode.StartAsync(newOnly))
         {
@@ -46,7 +45,7 @@ public sealed class KeyRotationTests
             export.EnsureStatus(200); // the stored credentials open with the new key alone
         }
 
-        await using var oldOnly = await GatewayNode.StartAsync(Fleet.Settings(db.ConnectionString));
+        await using var oldOnly = await GatewayNode.StartAsync(Fleet.Settings(redis));
         var refused = await new Fleet(oldOnly).PostAsync($"/v1/accounts/{id}/export", new { passphrase = "correct horse battery staple" });
         Assert.Equal((422, "unknown_key_version"), refused.Of()); // and no longer with the old one
     }

@@ -32,9 +32,7 @@ public sealed class LinkedAccountGrainTests(HandClockClusterFixture fixture) : I
 
     private FleetCluster Fleet => fixture.Fleet;
 
-    private static string NewId(string prefix) => Fleet_NewId(prefix);
-
-    private static string Fleet_NewId(string prefix) => $"{prefix}-{Guid.NewGuid().ToString("N")[..10]}";
+    private static string NewId(string prefix) => $"{prefix}-{Guid.NewGuid().ToString("N")[..10]}";
 
     private static AccountSettings Settings(int capacity = 10, double refill = 60, int maxCycles = 2, int qrTtl = 5) =>
         new(Manual, "Bot", "http://127.0.0.1:9/hook", "owner-webhook-secret-0123456789",

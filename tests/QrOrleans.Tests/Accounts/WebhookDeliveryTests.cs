@@ -1,9 +1,8 @@
-using QrOrleans.Tests.Cluster;
 using QrOrleans.Tests.Infrastructure;
 
 namespace QrOrleans.Tests.Accounts;
 
-/// <summary>Owner webhooks arrive in order, at least once, whatever the receiver or the node does meanwhile.</summary>
+/// <summary>Owner webhooks arrive in order, at least once, whatever the receiver or the node does meanwhile (on Redis).</summary>
 public sealed class WebhookDeliveryTests
 {
     private static readonly string[] Linked = ["pairing.qr", "pairing.scanned", "pairing.withdrawn", "account.connected"];
@@ -11,8 +10,8 @@ public sealed class WebhookDeliveryTests
     [Fact]
     public async Task Deliveries_to_a_failing_receiver_arrive_later_in_order_under_the_same_delivery_id()
     {
-        await using var db = await PostgresDatabase.CreateAsync(maxPoolSize: 10);
-        await using var node = await GatewayNode.StartAsync(Fleet.Settings(db.ConnectionString));
+        var redis = new FleetRedis();
+        await using var node = await GatewayNode.StartAsync(Fleet.Settings(redis));
         var fleet = new Fleet(node);
         await using var owner = await WebhookReceiver.StartAsync();
         owner.FailNext(3);
@@ -35,12 +34,12 @@ public sealed class WebhookDeliveryTests
     [Fact]
     public async Task A_pending_delivery_survives_a_node_restart()
     {
-        await using var db = await PostgresDatabase.CreateAsync(maxPoolSize: 10);
+        var redis = new FleetRedis();
         await using var owner = await WebhookReceiver.StartAsync();
         owner.FailNext(int.MaxValue);
         var id = Fleet.NewId("restart");
 
-        var node = await GatewayNode.StartAsync(Fleet.Settings(db.ConnectionString));
+        var node = await GatewayNode.StartAsync(Fleet.Settings(redis));
         try
         {
             await new Fleet(node).LinkAsync(id, owner);
@@ -55,7 +54,7 @@ public sealed class WebhookDeliveryTests
         Assert.Equal("pairing.qr", attempted.Event);
 
         owner.FailNext(0);
-        await using var restarted = await GatewayNode.StartAsync(Fleet.Settings(db.ConnectionString));
+        await using var restarted = await GatewayNode.StartAsync(Fleet.Settings(redis));
         var delivered = await owner.WaitForEventAsync("account.connected", seconds: 20);
 
         Assert.Equal(Linked, delivered.Select(d => d.Event));

@@ -1,5 +1,5 @@
-using QrOrleans.Tests.Infrastructure;
 using System.Diagnostics;
+using QrOrleans.Tests.Infrastructure;
 using static QrOrleans.Tests.Cluster.ClusterCalls;
 
 namespace QrOrleans.Tests.Cluster;

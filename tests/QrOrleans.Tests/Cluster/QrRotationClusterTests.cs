@@ -1,4 +1,3 @@
-using QrOrleans.Tests.Infrastructure;
 using System.Diagnostics;
 using System.Text.Json;
 
