@@ -125,6 +125,26 @@ public sealed partial class SessionWatches(IClusterClient cluster, IServiceProvi
     private IAsyncStream<QrSessionChanged> Stream(string sessionId) =>
         cluster.GetStreamProvider(OrleansNames.Streams).GetStream<QrSessionChanged>(StreamId.Create(OrleansNames.QrSessionStream, sessionId));
 
+    /// <summary>
+    /// After a silo joins or dies, memory stream queues move between silos for a few seconds, and an event published
+    /// meanwhile can be lost. So watchers re-read now and again while that settles: a change of that window reaches
+    /// its desktop a little late, never not at all.
+    /// </summary>
+    public void ResyncAfterMembershipChange(CancellationToken ct)
+    {
+        ResyncAll();
+        _ = Task.Run(async () =>
+        {
+            foreach (var delay in RebalanceResyncs)
+            {
+                await Task.Delay(delay, ct).ConfigureAwait(false);
+                ResyncAll();
+            }
+        }, ct);
+    }
+
+    private static readonly TimeSpan[] RebalanceResyncs = [TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(2), TimeSpan.FromSeconds(4), TimeSpan.FromSeconds(8)];
+
     /// <summary>Every watcher on this node re-reads its snapshot.</summary>
     public void ResyncAll()
     {
@@ -161,7 +181,7 @@ public sealed partial class SessionWatches(IClusterClient cluster, IServiceProvi
             {
                 if (version >= 0 && snapshot.Version.Value != version)
                 {
-                    ResyncAll();
+                    ResyncAfterMembershipChange(stoppingToken);
                 }
                 version = snapshot.Version.Value;
             }
@@ -196,5 +216,5 @@ public sealed class ClusterConnection(IServiceProvider services) : IClusterConne
     public void NotifyClusterConnectionLost() => services.GetRequiredService<SessionWatches>().ResyncAll();
 
     public void NotifyGatewayCountChanged(int currentNumberOfGateways, int previousNumberOfGateways, bool connectionRecovered) =>
-        services.GetRequiredService<SessionWatches>().ResyncAll();
+        services.GetRequiredService<SessionWatches>().ResyncAfterMembershipChange(CancellationToken.None);
 }
