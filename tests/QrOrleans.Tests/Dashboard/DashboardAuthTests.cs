@@ -181,9 +181,21 @@ public sealed class DashboardAuthTests(NodeFixture fixture) : IClassFixture<Node
         Assert.Contains("index.min.js", html);
         Assert.Equal(HttpStatusCode.OK, (await GetAsync(http, "/dashboard/orleans/index.min.js", cookie)).StatusCode);
 
-        var counters = await GetAsync(http, "/dashboard/orleans/DashboardCounters", cookie);
-        Assert.Equal(HttpStatusCode.OK, counters.StatusCode);
-        using var json = JsonDocument.Parse(await counters.Content.ReadAsStringAsync());
+        // The Orleans dashboard gathers its counters on its own schedule (about every second): just after start it
+        // may not have counted this silo yet.
+        JsonDocument? counted = null;
+        for (var attempt = 0; attempt < 50 && counted?.RootElement.GetProperty("totalActiveHostCount").GetInt32() != 1; attempt++)
+        {
+            if (attempt > 0)
+            {
+                await Task.Delay(200, TestContext.Current.CancellationToken);
+            }
+            var counters = await GetAsync(http, "/dashboard/orleans/DashboardCounters", cookie);
+            Assert.Equal(HttpStatusCode.OK, counters.StatusCode);
+            counted?.Dispose();
+            counted = JsonDocument.Parse(await counters.Content.ReadAsStringAsync());
+        }
+        using var json = counted!;
         Assert.Equal(1, json.RootElement.GetProperty("totalActiveHostCount").GetInt32());
         var host = Assert.Single(json.RootElement.GetProperty("hosts").EnumerateArray());
         Assert.Equal(SelfSiloAddress(Node).ToParsableString(), host.GetProperty("siloAddress").GetString());
