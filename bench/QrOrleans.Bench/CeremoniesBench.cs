@@ -32,7 +32,7 @@ public static class CeremoniesBench
 
         using var api = new Api(target);
         // --phone-target: the phone side (scan, approve) goes to another node of the cluster, so every approval
-        // reaches the watching desktop through the stream provider (PostgreSQL NOTIFY), not inside one process.
+        // reaches the watching desktop through the Orleans stream across silos, not inside one process.
         using var phoneApi = args.Get("phone-target") is { } phoneTarget ? new Api(new Uri(phoneTarget)) : null;
         var phonesApi = phoneApi ?? api;
         using var wsInvoker = new HttpMessageInvoker(Api.NewHandler());
