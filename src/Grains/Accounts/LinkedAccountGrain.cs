@@ -717,14 +717,7 @@ public sealed partial class LinkedAccountGrain(
         }
         try
         {
-            if (needed)
-            {
-                await this.RegisterOrUpdateReminder(RecoveryReminder, recovery.ReminderPeriod, recovery.ReminderPeriod).ConfigureAwait(true);
-            }
-            else if (await this.GetReminder(RecoveryReminder).ConfigureAwait(true) is { } reminder)
-            {
-                await this.UnregisterReminder(reminder).ConfigureAwait(true);
-            }
+            await this.KeepReminderAsync(RecoveryReminder, recovery.ReminderPeriod, needed).ConfigureAwait(true);
             _reminder = needed;
         }
         catch (Exception e) when (e is not InconsistentStateException)

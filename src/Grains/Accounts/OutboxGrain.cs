@@ -234,14 +234,7 @@ public sealed partial class OutboxGrain(
         }
         try
         {
-            if (needed)
-            {
-                await this.RegisterOrUpdateReminder(DeliverReminder, recovery.ReminderPeriod, recovery.ReminderPeriod).ConfigureAwait(true);
-            }
-            else if (await this.GetReminder(DeliverReminder).ConfigureAwait(true) is { } reminder)
-            {
-                await this.UnregisterReminder(reminder).ConfigureAwait(true);
-            }
+            await this.KeepReminderAsync(DeliverReminder, recovery.ReminderPeriod, needed).ConfigureAwait(true);
             _reminder = needed;
         }
         catch (Exception e) when (e is not InconsistentStateException)

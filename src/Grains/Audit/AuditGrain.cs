@@ -30,7 +30,7 @@ public sealed class AuditGrain(
         await trail.PersistAsync(this);
         if (first)
         {
-            await this.RegisterOrUpdateReminder(TrimReminder, options.TrimInterval, options.TrimInterval);
+            await this.KeepReminderAsync(TrimReminder, options.TrimInterval, needed: true);
         }
         return stamped;
     }
@@ -60,10 +60,7 @@ public sealed class AuditGrain(
             {
                 await trail.DeleteAsync(this);
             }
-            if (await this.GetReminder(TrimReminder) is { } reminder)
-            {
-                await this.UnregisterReminder(reminder);
-            }
+            await this.ForgetReminderAsync(TrimReminder);
             DeactivateOnIdle();
         }
         else if (kept.Count != trail.State.Entries.Count)

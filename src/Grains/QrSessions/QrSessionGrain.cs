@@ -49,6 +49,7 @@ public sealed partial class QrSessionGrain(
     private const string RecoveryReminder = "recovery";
 
     private IGrainTimer? _deadline;
+    private DateTimeOffset? _armedFor;
     private IAsyncStream<QrSessionChanged>? _stream;
 
     private string Key => this.GetPrimaryKeyString();
@@ -91,7 +92,7 @@ public sealed partial class QrSessionGrain(
             QrExpiresAt = now + options.QrTtl,
         });
         // Durable: if this silo dies, the session comes back elsewhere and still expires and is deleted.
-        await this.RegisterOrUpdateReminder(RecoveryReminder, options.RecoveryPeriod, options.RecoveryPeriod);
+        await this.KeepReminderAsync(RecoveryReminder, options.RecoveryPeriod, needed: true);
         return new SessionCreated(Key, desktopToken, snapshot);
     }
 
@@ -191,7 +192,7 @@ public sealed partial class QrSessionGrain(
     {
         if (!session.RecordExists)
         {
-            await ForgetReminderAsync(); // deleted meanwhile: nothing left to do
+            await this.ForgetReminderAsync(RecoveryReminder); // deleted meanwhile: nothing left to do
             return;
         }
         await CatchUpAsync();
@@ -229,7 +230,7 @@ public sealed partial class QrSessionGrain(
                     await session.DeleteAsync(this);
                     census.Report(ActivationCensus.QrSession, Key, null);
                     _deadline?.Dispose();
-                    await ForgetReminderAsync();
+                    await this.ForgetReminderAsync(RecoveryReminder);
                     DeactivateOnIdle();
                     return null;
                 }
@@ -298,10 +299,17 @@ public sealed partial class QrSessionGrain(
         return snapshot;
     }
 
+    /// <summary>Points the timer at the state's next deadline, unless it already points there (reads call this too).</summary>
     private void ArmTimer(QrSessionState s)
     {
+        var deadline = NextDeadline(s);
+        if (_armedFor == deadline)
+        {
+            return;
+        }
+        _armedFor = deadline;
         _deadline?.Dispose();
-        var due = NextDeadline(s) - Now;
+        var due = deadline - Now;
         _deadline = this.RegisterGrainTimer(
             static (grain, _) => grain.OnDeadlineAsync(),
             this,
@@ -310,17 +318,10 @@ public sealed partial class QrSessionGrain(
 
     private async Task OnDeadlineAsync()
     {
+        _armedFor = null; // one-shot: spent, so catching up sets it again (also when it fired a little early)
         if (session.RecordExists)
         {
             await CatchUpAsync();
-        }
-    }
-
-    private async Task ForgetReminderAsync()
-    {
-        if (await this.GetReminder(RecoveryReminder) is { } reminder)
-        {
-            await this.UnregisterReminder(reminder);
         }
     }
 

@@ -65,6 +65,13 @@ public sealed class ClusterSettings
     private int? _freeSiloPort;
     private int? _freeGatewayPort;
 
+    /// <summary>The cluster's identity, the same for its silos and its clients.</summary>
+    public void Apply(Orleans.Configuration.ClusterOptions options)
+    {
+        options.ClusterId = ClusterId;
+        options.ServiceId = ServiceId;
+    }
+
     public string RequireRedis() => string.IsNullOrWhiteSpace(Redis)
         ? throw new InvalidOperationException("QrOrleans:Cluster:Redis (a StackExchange.Redis configuration string) is required when QrOrleans:Cluster:Provider is Redis.")
         : Redis;

@@ -18,11 +18,7 @@ public static class OrleansHosting
     /// <summary>A silo of this system: its clustering, then <see cref="AddQrOrleansProviders"/>.</summary>
     public static ISiloBuilder UseQrOrleansSilo(this ISiloBuilder silo, ClusterSettings cluster)
     {
-        silo.Configure<ClusterOptions>(o =>
-        {
-            o.ClusterId = cluster.ClusterId;
-            o.ServiceId = cluster.ServiceId;
-        });
+        silo.Configure<ClusterOptions>(cluster.Apply);
         switch (cluster.Provider)
         {
             case ClusterProvider.Localhost:
@@ -87,11 +83,7 @@ public static class OrleansHosting
 
     public static IClientBuilder UseQrOrleansClient(this IClientBuilder client, ClusterSettings cluster)
     {
-        client.Configure<ClusterOptions>(o =>
-        {
-            o.ClusterId = cluster.ClusterId;
-            o.ServiceId = cluster.ServiceId;
-        });
+        client.Configure<ClusterOptions>(cluster.Apply);
         switch (cluster.Provider)
         {
             case ClusterProvider.Localhost:
@@ -106,7 +98,7 @@ public static class OrleansHosting
         client.AddMemoryStreams(OrleansNames.Streams);
         client.AddOutgoingGrainCallFilter<RetryOnConflict>();
         client.AddDashboard();
-        client.Services.AddSingleton(cluster);
+        client.Services.TryAddSingleton(cluster);
         return client;
     }
 
