@@ -61,6 +61,7 @@ public static class GatewayApp
         builder.Services.AddHostedService<DemoSeeder>();
 
         var app = builder.Build();
+        app.UseQrForwardedHeaders();
         app.Lifetime.ApplicationStarted.Register(() => ResolvePublicOrigin(app.Services));
         app.UseQrObservability();
         app.UseProblemResponses();

@@ -1,6 +1,6 @@
 // A headless silo host: `dotnet run --project src/Silo -- --QrOrleans:Cluster:Provider=Redis --QrOrleans:Cluster:Redis=…`.
 // The grains and providers of UseQrOrleansSilo, and nothing of the API: only the orchestrator's probes GET /healthz
-// (the process is up) and GET /readyz (Redis answers, in Redis mode, and this silo is Active in Orleans membership;
+// (the process is up) and GET /readyz (health checks: Redis answers, in Redis mode, and this silo is Active in Orleans membership;
 // 503 otherwise) on --urls. Gateways in Client role (QrOrleans:Cluster:Role=Client) front a cluster of these.
 // The grains see the same settings as on a gateway that co-hosts its silo: QrOrleans:QrSession, :PublicOrigin (a
 // silo host has no listening URL of its own to fall back on: give every process of a cluster the one public

@@ -126,14 +126,4 @@ public static class CallerExtensions
             throw Errors.Unauthenticated("Send the operator key in the X-Api-Key header.");
         }
     }
-
-    public static string ClientIp(this HttpContext context)
-    {
-        var ip = context.Connection.RemoteIpAddress;
-        if (ip is null)
-        {
-            return "unknown";
-        }
-        return (ip.IsIPv4MappedToIPv6 ? ip.MapToIPv4() : ip).ToString();
-    }
 }

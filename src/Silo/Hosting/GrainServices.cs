@@ -31,7 +31,7 @@ public static class GrainServices
         services.TryAddSingleton<ActivationCensus>();
         services.TryAddKeyedSingleton(OrleansNames.Clock, TimeProvider.System);
         services.TryAddSingleton(cluster);
-        services.TryAddSingleton<RedisProbe>();
+        services.AddQrHealthChecks(cluster);
 
         // The agent fleet: its timings, the vault, and the connectors beside the sandbox. Connectors hold
         // per-account memory (cursors, context tokens): one instance each per node. Their long-polls wait up to

@@ -1,98 +1,90 @@
 using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Diagnostics.HealthChecks;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Orleans.Runtime;
 using StackExchange.Redis;
 
 namespace QrOrleans.Silo.Hosting;
 
-/// <summary>One check of <c>/readyz</c>: its name, whether it passed, and why not.</summary>
-public sealed record ReadinessCheck(string Name, bool Healthy, string Detail);
-
 /// <summary>
-/// <c>/healthz</c> says the process is up; <c>/readyz</c> says this node can serve: Redis answers (Redis mode), and
-/// this silo is Active in Orleans membership (or, for a client gateway, the cluster answers). 503 when a check fails.
+/// <c>/healthz</c> says the process is up (no checks: an orchestrator must not restart a node because Redis is
+/// away); <c>/readyz</c> says this node can serve: Redis answers (Redis mode), and this silo is Active in Orleans
+/// membership (or, for a client gateway, the cluster answers). 503 when a check is unhealthy.
 /// </summary>
 public static class Readiness
 {
-    public static IEndpointRouteBuilder MapHealthProbes(this IEndpointRouteBuilder app)
-    {
-        app.MapGet("/healthz", () => TypedResults.Text("ok")).ExcludeFromDescription();
-        app.MapGet("/readyz", async (IServiceProvider services, CancellationToken ct) =>
-        {
-            var checks = await CheckAsync(services, ct);
-            var ready = checks.All(c => c.Healthy);
-            return Results.Json(new { status = ready ? "ready" : "not_ready", checks }, statusCode: ready ? 200 : 503);
-        }).ExcludeFromDescription();
-        return app;
-    }
+    // Within the orchestrator's probe timeout, and short enough that a Redis outage shows within seconds.
+    private static readonly TimeSpan CheckTimeout = TimeSpan.FromSeconds(2);
 
-    public static async Task<IReadOnlyList<ReadinessCheck>> CheckAsync(IServiceProvider services, CancellationToken ct)
+    public static IServiceCollection AddQrHealthChecks(this IServiceCollection services, ClusterSettings cluster)
     {
-        var cluster = services.GetRequiredService<ClusterSettings>();
-        var checks = new List<ReadinessCheck>();
+        var checks = services.AddHealthChecks();
         if (cluster.Provider == ClusterProvider.Redis)
         {
-            checks.Add(await RedisAsync(services.GetRequiredService<RedisProbe>(), ct));
+            // Its own connection (the check keeps one per configuration string); StackExchange.Redis would otherwise
+            // hold a ping queued for 5 s while it reconnects.
+            var probe = ConfigurationOptions.Parse(cluster.RequireRedis());
+            probe.ConnectTimeout = (int)CheckTimeout.TotalMilliseconds;
+            probe.AsyncTimeout = (int)CheckTimeout.TotalMilliseconds;
+            checks.AddRedis(probe.ToString(), name: "redis", timeout: CheckTimeout);
         }
-        if (services.GetService<IClusterMembershipService>() is { } membership)
+        if (cluster.Role == ClusterRole.Client)
         {
-            var self = services.GetRequiredService<ILocalSiloDetails>().SiloAddress;
-            var status = membership.CurrentSnapshot.GetSiloStatus(self);
-            checks.Add(new ReadinessCheck("silo", status == SiloStatus.Active, $"this silo is {status}"));
+            checks.AddCheck<ClusterAnswers>("cluster", timeout: CheckTimeout);
         }
         else
         {
-            checks.Add(await ClusterAsync(services.GetRequiredService<IClusterClient>(), ct));
+            checks.AddCheck<SiloIsActive>("silo", timeout: CheckTimeout);
         }
-        return checks;
+        return services;
     }
 
-    private static async Task<ReadinessCheck> RedisAsync(RedisProbe probe, CancellationToken ct)
+    public static IEndpointRouteBuilder MapHealthProbes(this IEndpointRouteBuilder app)
     {
-        try
-        {
-            var latency = await probe.PingAsync().WaitAsync(TimeSpan.FromSeconds(2), ct);
-            return new ReadinessCheck("redis", true, $"ping {latency.TotalMilliseconds:0.#} ms");
-        }
-        catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)
-        {
-            return new ReadinessCheck("redis", false, e.GetType().Name);
-        }
+        app.MapGet("/healthz", () => TypedResults.Text("ok")).ExcludeFromDescription();
+        app.MapHealthChecks("/readyz", new HealthCheckOptions { ResponseWriter = WriteReport })
+            .WithMetadata(new HttpMethodMetadata([HttpMethods.Get, HttpMethods.Head]))
+            .ExcludeFromDescription();
+        return app;
     }
 
-    private static async Task<ReadinessCheck> ClusterAsync(IClusterClient client, CancellationToken ct)
+    // Unhealthy answers 503 (HealthCheckOptions' default status codes); Degraded still serves.
+    private static Task WriteReport(HttpContext context, HealthReport report) =>
+        context.Response.WriteAsJsonAsync(new
+        {
+            status = report.Status == HealthStatus.Unhealthy ? "not_ready" : "ready",
+            checks = report.Entries.Select(e => new
+            {
+                name = e.Key,
+                status = e.Value.Status.ToString(),
+                healthy = e.Value.Status != HealthStatus.Unhealthy,
+                // the exception's type only: its message may name hosts, and the probe is anonymous
+                detail = e.Value.Description ?? e.Value.Exception?.GetType().Name ?? $"{e.Value.Duration.TotalMilliseconds:0.#} ms",
+            }),
+        });
+}
+
+/// <summary>This silo is Active in Orleans membership (not still joining, nor shutting down or declared dead).</summary>
+internal sealed class SiloIsActive(IClusterMembershipService membership, ILocalSiloDetails self) : IHealthCheck
+{
+    public Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
     {
-        try
-        {
-            var hosts = await client.GetGrain<IManagementGrain>(0).GetHosts(onlyActive: true).WaitAsync(TimeSpan.FromSeconds(2), ct);
-            return new ReadinessCheck("cluster", hosts.Count > 0, $"{hosts.Count} active silos");
-        }
-        catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)
-        {
-            return new ReadinessCheck("cluster", false, e.GetType().Name);
-        }
+        var status = membership.CurrentSnapshot.GetSiloStatus(self.SiloAddress);
+        var detail = $"this silo is {status}";
+        return Task.FromResult(status == SiloStatus.Active ? HealthCheckResult.Healthy(detail) : HealthCheckResult.Unhealthy(detail));
     }
 }
 
-/// <summary>A connection of its own for the readiness probe, made on first use and kept.</summary>
-public sealed class RedisProbe(ClusterSettings cluster) : IAsyncDisposable
+/// <summary>A client gateway's cluster answers and has at least one Active silo.</summary>
+internal sealed class ClusterAnswers(IClusterClient client) : IHealthCheck
 {
-    private readonly Lazy<Task<ConnectionMultiplexer>> _connection = new(() =>
+    public async Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
     {
-        var options = ConfigurationOptions.Parse(cluster.RequireRedis());
-        options.AbortOnConnectFail = false;
-        return ConnectionMultiplexer.ConnectAsync(options);
-    });
-
-    public async Task<TimeSpan> PingAsync() => await (await _connection.Value.ConfigureAwait(false)).GetDatabase().PingAsync().ConfigureAwait(false);
-
-    public async ValueTask DisposeAsync()
-    {
-        if (_connection.IsValueCreated)
-        {
-            await (await _connection.Value.ConfigureAwait(false)).DisposeAsync().ConfigureAwait(false);
-        }
+        var hosts = await client.GetGrain<IManagementGrain>(0).GetHosts(onlyActive: true).WaitAsync(cancellationToken);
+        var detail = $"{hosts.Count} active silos";
+        return hosts.Count > 0 ? HealthCheckResult.Healthy(detail) : HealthCheckResult.Unhealthy(detail);
     }
 }

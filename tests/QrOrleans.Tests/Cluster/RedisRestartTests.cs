@@ -54,6 +54,9 @@ public sealed class RedisRestartTests(RedisRestartCluster cluster) : IClassFixtu
         await Diagnostics.EventuallyAsync(TimeSpan.FromSeconds(10), async () => (notReady = await n1.ReadyzAsync()).Status == 503,
             () => $"node 1 /readyz 503 while Redis is down (last: {notReady?.Status} {notReady?.Text})");
         Diagnostics.Report($"Redis down: node 1 /readyz {notReady!.Status} {notReady.Text}");
+        Assert.Equal("not_ready", notReady.Body.GetProperty("status").GetString());
+        var redis = notReady.Body.GetProperty("checks").EnumerateArray().Single(c => c.GetProperty("name").GetString() == "redis");
+        Assert.Equal(("Unhealthy", false), (redis.GetProperty("status").GetString(), redis.GetProperty("healthy").GetBoolean()));
         await TestRedis.StartAsync();
         Diagnostics.Report($"Redis was down {outage.Elapsed.TotalSeconds:F1} s");
         var back = Stopwatch.StartNew();

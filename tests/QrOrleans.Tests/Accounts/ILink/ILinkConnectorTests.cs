@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Microsoft.Extensions.Time.Testing;
 using QrOrleans.Accounts;
 using QrOrleans.Grains.Connectors.ILink;
 
@@ -109,6 +110,30 @@ public sealed class ILinkConnectorTests : IAsyncLifetime
 
         Assert.Equal(PairingProgress.Scanned, held.Progress); // a silent server does not undo the scan
         Assert.InRange(clock.Elapsed, TimeSpan.FromMilliseconds(250), TimeSpan.FromSeconds(3));
+    }
+
+    [Fact]
+    public async Task A_status_without_news_is_answered_only_after_the_minimum_poll_interval()
+    {
+        // On a fake clock the interval passes only when the test says so: a floor that waited on real time, or not
+        // at all, would answer before the clock moved.
+        var clock = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        var connector = new ILinkConnector(Http, Fast with { MinStatusPollInterval = TimeSpan.FromSeconds(10) }, clock);
+        var code = await connector.BeginPairingAsync(Context(), default);
+        _emulator.ScriptStatuses("wait");
+
+        var poll = connector.PollPairingAsync(Context(), code, TimeSpan.FromSeconds(30), default);
+        await Cluster.Diagnostics.EventuallyAsync(TimeSpan.FromSeconds(10), () => Task.FromResult(_emulator.RequestsTo("get_qrcode_status").Count == 1),
+            () => "the status poll reached the emulator");
+        await Task.Delay(300);
+        Assert.False(poll.IsCompleted, "answered before the interval");
+        clock.Advance(TimeSpan.FromSeconds(9));
+        await Task.Delay(300);
+        Assert.False(poll.IsCompleted, "answered a second before the interval ended");
+        clock.Advance(TimeSpan.FromSeconds(1));
+
+        Assert.Equal(PairingProgress.Waiting, (await poll.WaitAsync(TimeSpan.FromSeconds(5))).Progress);
+        Assert.Single(_emulator.RequestsTo("get_qrcode_status")); // waited, not polled again
     }
 
     [Fact]
@@ -270,12 +295,12 @@ public sealed class ILinkConnectorTests : IAsyncLifetime
     [Fact]
     public async Task Errcode_minus_14_again_after_the_cooldown_means_the_token_is_dead()
     {
-        var clock = new ManualClock(DateTimeOffset.UtcNow);
+        var clock = new FakeTimeProvider(DateTimeOffset.UtcNow);
         var connector = new ILinkConnector(Http, Fast, clock);
         _emulator.ExpireSessionOnNextCall();
         var first = await Assert.ThrowsAsync<PlatformException>(() => connector.CheckHealthAsync(Context(), Credentials(), default));
 
-        clock.Now = first.Until!.Value;
+        clock.SetUtcNow(first.Until!.Value);
         _emulator.ExpireSessionOnNextCall();
         var second = await Assert.ThrowsAsync<PlatformException>(() => connector.CheckHealthAsync(Context(), Credentials(), default));
 
@@ -286,18 +311,18 @@ public sealed class ILinkConnectorTests : IAsyncLifetime
     [Fact]
     public async Task A_successful_call_between_two_minus_14s_starts_a_fresh_cooldown()
     {
-        var clock = new ManualClock(DateTimeOffset.UtcNow);
+        var clock = new FakeTimeProvider(DateTimeOffset.UtcNow);
         var connector = new ILinkConnector(Http, Fast, clock);
         _emulator.ExpireSessionOnNextCall();
         await Assert.ThrowsAsync<PlatformException>(() => connector.CheckHealthAsync(Context(), Credentials(), default));
-        clock.Now += TimeSpan.FromHours(1);
+        clock.Advance(TimeSpan.FromHours(1));
         await connector.CheckHealthAsync(Context(), Credentials(), default);
 
         _emulator.ExpireSessionOnNextCall();
         var again = await Assert.ThrowsAsync<PlatformException>(() => connector.CheckHealthAsync(Context(), Credentials(), default));
 
         Assert.Equal(ErrorClass.Cooldown, again.Class);
-        Assert.Equal(clock.Now + TimeSpan.FromHours(1), again.Until);
+        Assert.Equal(clock.GetUtcNow() + TimeSpan.FromHours(1), again.Until);
     }
 
     [Fact]
@@ -400,13 +425,6 @@ public sealed class ILinkConnectorTests : IAsyncLifetime
 
         var stop = Assert.Single(_emulator.Requests);
         Assert.Equal(("msg/notifystop", "Bearer " + _emulator.BotToken), (stop.Endpoint, stop.Header("Authorization")));
-    }
-
-    private sealed class ManualClock(DateTimeOffset now) : TimeProvider
-    {
-        public DateTimeOffset Now { get; set; } = now;
-
-        public override DateTimeOffset GetUtcNow() => Now;
     }
 }
 
