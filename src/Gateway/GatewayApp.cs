@@ -48,7 +48,7 @@ public static class GatewayApp
         }
         builder.Services.AddSingleton<SessionWatches>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<SessionWatches>());
-        builder.Services.AddSingleton<AccessTokens>();
+        builder.Services.AddQrAccessTokens();
         builder.AddQrObservability(section);
         builder.Services.AddDashboard(gateway.RateLimiting);
         builder.Services.ConfigureHttpJsonOptions(o =>
@@ -68,6 +68,7 @@ public static class GatewayApp
         app.UseDefaultFiles();
         app.UseStaticFiles();
         app.UseRateLimiter();
+        app.UseQrAuthentication();
 
         app.MapOpenApi("/openapi/{documentName}.json");
         app.MapQrSessionsApi();

@@ -46,14 +46,14 @@ public static class AuditApi
 
     public static IEndpointRouteBuilder MapAuditApi(this IEndpointRouteBuilder app)
     {
-        app.MapGet("/v1/me/audit", MineAsync).WithTags("Users and devices");
+        app.MapGet("/v1/me/audit", MineAsync).WithTags("Users and devices").RequireAuthorization(BearerAuthentication.Policy);
         app.MapGet("/v1/admin/users/{id}/audit", UserAsync).WithTags("Operator");
         return app;
     }
 
     private static async Task<Ok<IReadOnlyList<AuditEntry>>> MineAsync(HttpContext context, IGrainFactory grains, int? limit)
     {
-        var caller = await context.RequirePhoneAsync();
+        var caller = context.Caller();
         return TypedResults.Ok(await grains.GetGrain<IAuditGrain>(caller.UserId).ListAsync(null, null, Limit(limit), context.RequestAborted));
     }
 

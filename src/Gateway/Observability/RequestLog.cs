@@ -24,6 +24,8 @@ public static partial class RequestLog
         ("Microsoft.AspNetCore.Http.Connections", LogLevel.Warning),
         ("Microsoft.AspNetCore.Http.Result", LogLevel.Warning),
         ("Microsoft.AspNetCore.Rewrite", LogLevel.Warning),
+        // JwtBearer writes every refused token's validation exception at Information.
+        ("Microsoft.AspNetCore.Authentication", LogLevel.Warning),
     ];
 
     public static ILoggingBuilder AddRedactingFilters(this ILoggingBuilder logging)

@@ -44,7 +44,8 @@ public static class QrSessionsApi
         desktop.MapPost("/{id}/cancel", CancelAsync);
         desktop.MapPost("/{id}/claim", ClaimAsync);
 
-        var phone = app.MapGroup("/v1/qr").WithTags("QR sessions (phone)").AddEndpointFilter(CeremonyTelemetry.StepFilter);
+        var phone = app.MapGroup("/v1/qr").WithTags("QR sessions (phone)").AddEndpointFilter(CeremonyTelemetry.StepFilter)
+            .RequireAuthorization(BearerAuthentication.Policy);
         phone.MapPost("/scan", ScanAsync).RequireRateLimiting(RateLimits.Scans);
         phone.MapPost("/sessions/{id}/approve", ApproveAsync).RequireRateLimiting(RateLimits.Approvals);
         phone.MapPost("/sessions/{id}/reject", RejectAsync).RequireRateLimiting(RateLimits.Approvals);
@@ -205,7 +206,7 @@ public static class QrSessionsApi
 
     private static async Task<Ok<ScanResult>> ScanAsync(HttpContext context, IGrainFactory grains, AuditTrail audit, ScanRequest body)
     {
-        var caller = await context.RequirePhoneAsync();
+        var caller = context.Caller();
         if (!SessionIds.TryParseQr(body.Url ?? body.Token, out var sessionId, out var secret))
         {
             throw body.Url is null && body.Token is null ? Errors.Validation("Send { \"url\": \"…\" } or { \"token\": \"…\" }.") : Errors.QrInvalid();
@@ -218,7 +219,7 @@ public static class QrSessionsApi
 
     private static async Task<Ok<StateResponse>> ApproveAsync(string id, HttpContext context, IGrainFactory grains, AuditTrail audit, ApproveRequest body)
     {
-        var caller = await context.RequirePhoneAsync();
+        var caller = context.Caller();
         if (body.Number is not { Length: > 0 and <= 4 } number)
         {
             throw Errors.Validation("number is required: the two-digit number shown on the other device.");
@@ -240,7 +241,7 @@ public static class QrSessionsApi
 
     private static async Task<Ok<StateResponse>> RejectAsync(string id, HttpContext context, IGrainFactory grains, AuditTrail audit)
     {
-        var caller = await context.RequirePhoneAsync();
+        var caller = context.Caller();
         var grain = SessionGrainForPhone(grains, id);
         var rejected = await grain.RejectAsync(caller.UserId, context.RequestAborted);
         await audit.RecordAsync(context, caller.UserId, AuditActions.QrRejected, caller.DeviceId, sessionId: id, detail: "rejected on the phone");

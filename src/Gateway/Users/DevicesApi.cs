@@ -25,9 +25,9 @@ public static partial class DevicesApi
     public static IEndpointRouteBuilder MapDevicesApi(this IEndpointRouteBuilder app)
     {
         var me = app.MapGroup("/v1").WithTags("Users and devices");
-        me.MapGet("/me", MeAsync);
-        me.MapGet("/devices", DevicesAsync);
-        me.MapDelete("/devices/{id}", RevokeAsync);
+        me.MapGet("/me", MeAsync).RequireAuthorization(BearerAuthentication.Policy);
+        me.MapGet("/devices", DevicesAsync).RequireAuthorization(BearerAuthentication.Policy);
+        me.MapDelete("/devices/{id}", RevokeAsync).RequireAuthorization(BearerAuthentication.Policy);
         me.MapPost("/auth/refresh", RefreshAsync);
 
         var admin = app.MapGroup("/v1/admin").WithTags("Operator");
@@ -38,21 +38,21 @@ public static partial class DevicesApi
 
     private static async Task<Ok<UserView>> MeAsync(HttpContext context, IGrainFactory grains)
     {
-        var caller = await context.RequirePhoneAsync();
+        var caller = context.Caller();
         return TypedResults.Ok(await grains.GetGrain<IUserGrain>(caller.UserId).GetAsync(context.RequestAborted)
             ?? throw Errors.Unauthenticated());
     }
 
     private static async Task<Ok<DeviceResponse[]>> DevicesAsync(HttpContext context, IGrainFactory grains)
     {
-        var caller = await context.RequirePhoneAsync();
+        var caller = context.Caller();
         var devices = await grains.GetGrain<IUserGrain>(caller.UserId).ListDevicesAsync(context.RequestAborted);
         return TypedResults.Ok(devices.Select(d => Response(d, caller.DeviceId)).ToArray());
     }
 
     private static async Task<NoContent> RevokeAsync(string id, HttpContext context, IGrainFactory grains, AuditTrail audit)
     {
-        var caller = await context.RequirePhoneAsync();
+        var caller = context.Caller();
         if (DeviceIds.UserOf(id) != caller.UserId)
         {
             throw Errors.NotFound("The device");
