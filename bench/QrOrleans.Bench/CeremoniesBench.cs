@@ -35,7 +35,6 @@ public static class CeremoniesBench
         // reaches the watching desktop through the Orleans stream across silos, not inside one process.
         using var phoneApi = args.Get("phone-target") is { } phoneTarget ? new Api(new Uri(phoneTarget)) : null;
         var phonesApi = phoneApi ?? api;
-        using var wsInvoker = new HttpMessageInvoker(Api.NewHandler());
         Console.WriteLine(string.Create(c,
             $"ceremonies: target={target} seconds={seconds} concurrency={concurrency} transport={transport} phones={phoneCount}{(transport == Transport.SignalR ? $" hubs={hubCount}" : "")} cores={Environment.ProcessorCount}"));
 
@@ -44,9 +43,9 @@ public static class CeremoniesBench
         var phones = new Phone[phoneCount];
         await Parallel.ForEachAsync(Enumerable.Range(0, phoneCount), new ParallelOptions { MaxDegreeOfParallelism = 16 }, async (i, ct) =>
             phones[i] = await phonesApi.CreatePhoneAsync(adminKey, $"bench-{run}-{i}", ct));
-        var hubs = new HubConnection[transport == Transport.SignalR ? hubCount : 0];
+        var hubs = new DesktopHub[transport == Transport.SignalR ? hubCount : 0];
         await Parallel.ForEachAsync(Enumerable.Range(0, hubs.Length), new ParallelOptions { MaxDegreeOfParallelism = 16 }, async (i, ct) =>
-            hubs[i] = await HubConnection.ConnectAsync(target, wsInvoker, ct));
+            hubs[i] = await DesktopHub.ConnectAsync(target, ct));
         Console.WriteLine(string.Create(c, $"setup: {phones.Length} phones, {hubs.Length} hub connections"));
 
         // Warm-up: a few ceremonies per worker so JIT and connection set-up are not in the figures.
@@ -157,7 +156,7 @@ public static class CeremoniesBench
         }
     }
 
-    private static async Task RunWorkersAsync(Api api, Api phoneApi, Phone[] phones, HubConnection[] hubs, Transport transport, int concurrency,
+    private static async Task RunWorkersAsync(Api api, Api phoneApi, Phone[] phones, DesktopHub[] hubs, Transport transport, int concurrency,
         TimeSpan duration, Counters counters, Stopwatch? clock)
     {
         var until = Stopwatch.GetTimestamp() + (long)(duration.TotalSeconds * Stopwatch.Frequency);
@@ -187,7 +186,7 @@ public static class CeremoniesBench
     }
 
     /// <summary>One ceremony; returns the approve-response → desktop-approved latency in ms.</summary>
-    private static async Task<(double LatencyMs, bool PushBeforeResponse)> CeremonyAsync(Api api, Api phoneApi, Phone phone, HubConnection? hub, Transport transport)
+    private static async Task<(double LatencyMs, bool PushBeforeResponse)> CeremonyAsync(Api api, Api phoneApi, Phone phone, DesktopHub? hub, Transport transport)
     {
         using var timeout = new CancellationTokenSource(StepTimeout * 3);
         var ct = timeout.Token;

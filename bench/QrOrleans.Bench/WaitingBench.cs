@@ -35,12 +35,11 @@ public static partial class WaitingBench
             $"waiting: target={target} count={count} transport={transport} part={part} server pid={pid} parallel={parallel} cores={Environment.ProcessorCount}"));
 
         using var api = new Api(target);
-        using var wsInvoker = new HttpMessageInvoker(Api.NewHandler());
 
         // Warm-up: the same path a few hundred times (JIT, pools, first allocations), then let go of them.
         if (warmup > 0)
         {
-            var warm = await HoldAsync(api, wsInvoker, transport, Part.All, warmup, parallel, quiet: true);
+            var warm = await HoldAsync(api, transport, Part.All, warmup, parallel, quiet: true);
             await warm.DisposeAsync();
             Console.WriteLine(string.Create(c, $"warm-up: {warm.Watching} desktops watched and closed ({warm.Errors} errors)"));
         }
@@ -49,7 +48,7 @@ public static partial class WaitingBench
         Console.WriteLine(string.Create(c, $"server VmRSS before: {before} kB"));
 
         var clock = Stopwatch.StartNew();
-        await using var held = await HoldAsync(api, wsInvoker, transport, part, count, parallel, quiet: false);
+        await using var held = await HoldAsync(api, transport, part, count, parallel, quiet: false);
         var opened = clock.Elapsed.TotalSeconds;
         Console.WriteLine(string.Create(c,
             $"{held.Watching} desktops watching ({held.Errors} errors) after {opened:F1} s; settling {settle} s"));
@@ -69,7 +68,7 @@ public static partial class WaitingBench
     /// <summary>What is being held open: hub connections or event streams, one per desktop.</summary>
     private sealed class Held : IAsyncDisposable
     {
-        public List<HubConnection> Hubs { get; } = [];
+        public List<DesktopHub> Hubs { get; } = [];
         public List<SseStream> Streams { get; } = [];
         public List<SessionWatch> Watches { get; } = [];
         public List<IdleHttpConnection> Sockets { get; } = [];
@@ -107,14 +106,14 @@ public static partial class WaitingBench
         Http,
     }
 
-    private static async Task<Held> HoldAsync(Api api, HttpMessageInvoker wsInvoker, Transport transport, Part part, int count, int parallel, bool quiet)
+    private static async Task<Held> HoldAsync(Api api, Transport transport, Part part, int count, int parallel, bool quiet)
     {
         var held = new Held();
         var done = 0;
         await Parallel.ForEachAsync(Enumerable.Range(0, count), new ParallelOptions { MaxDegreeOfParallelism = parallel }, async (_, ct) =>
         {
             using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
-            HubConnection? hub = null;
+            DesktopHub? hub = null;
             SseStream? sse = null;
             try
             {
@@ -129,7 +128,7 @@ public static partial class WaitingBench
                 }
                 else if (part == Part.Connections)
                 {
-                    hub = await HubConnection.ConnectAsync(api.Target, wsInvoker, timeout.Token);
+                    hub = await DesktopHub.ConnectAsync(api.Target, timeout.Token);
                 }
                 else
                 {
@@ -141,7 +140,7 @@ public static partial class WaitingBench
                     }
                     else if (transport == Transport.SignalR)
                     {
-                        hub = await HubConnection.ConnectAsync(api.Target, wsInvoker, timeout.Token);
+                        hub = await DesktopHub.ConnectAsync(api.Target, timeout.Token);
                         await hub.WatchAsync(watch, session.DesktopToken, timeout.Token);
                         await watch.Pending.WaitAsync(timeout.Token);
                     }

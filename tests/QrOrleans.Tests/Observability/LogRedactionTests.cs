@@ -1,5 +1,8 @@
 using System.Net;
 using System.Text;
+using System.Text.Json;
+using System.Threading.Channels;
+using Microsoft.AspNetCore.SignalR.Client;
 using Microsoft.Extensions.Logging;
 using QrOrleans.Tests.Infrastructure;
 
@@ -38,10 +41,13 @@ public sealed class LogRedactionTests
             secrets.Add(("desktop token", session.DesktopToken));
             secrets.Add(("QR secret", qrToken.Split('.')[1]));
 
-            // The desktop waits three ways at once.
-            await using var hub = await HubSocket.ConnectAsync(node.Http, "/hubs/qr");
+            // The desktop waits three ways at once. SignalR connects as the page does: negotiate, then the best transport.
+            var states = Channel.CreateUnbounded<JsonElement>();
+            await using var hub = new HubConnectionBuilder().WithUrl(new Uri(node.BaseAddress, "/hubs/qr")).Build();
+            hub.On<JsonElement>("state", s => states.Writer.TryWrite(s));
+            await hub.StartAsync();
             await hub.InvokeAsync("Watch", session.SessionId, session.DesktopToken);
-            await hub.WaitForAsync("state", s => s.GetProperty("state").GetString() == "pending", TimeSpan.FromSeconds(10));
+            await StateAsync(states.Reader, "pending");
             using var sse = new CancellationTokenSource(TimeSpan.FromSeconds(20));
             var events = ReadEventsAsync(node.Http, session, sse.Token);
             var longPoll = api.SendAsync(HttpMethod.Get, $"/v1/qr/sessions/{session.SessionId}?waitForVersion=1&timeout=15", null, session.DesktopToken);
@@ -55,7 +61,7 @@ public sealed class LogRedactionTests
             Assert.Equal(401, (await api.SendAsync(HttpMethod.Get, $"/v1/qr/sessions/{session.SessionId}", null, "not-the-desktop-token")).Status);
             Assert.Equal(404, (await api.ScanAsync(phone.AccessToken, qrToken.Split('.')[0] + ".AAAAAAAAAAAAAAAAAAAAAA")).Status);
             await api.ScanAndApproveAsync(phone.AccessToken, session);
-            await hub.WaitForAsync("state", s => s.GetProperty("state").GetString() == "approved", TimeSpan.FromSeconds(10));
+            await StateAsync(states.Reader, "approved");
             Assert.Equal(200, (await longPoll).Status);
 
             var claim = (await api.ClaimAsync(session)).EnsureStatus(200).Body;
@@ -139,6 +145,15 @@ public sealed class LogRedactionTests
     {
         secrets.Add((what, token));
         secrets.Add((what + " secret", token.Split('.')[1]));
+    }
+
+    /// <summary>Reads pushed snapshots until one in <paramref name="state"/> arrives (10 s at most).</summary>
+    private static async Task StateAsync(ChannelReader<JsonElement> states, string state)
+    {
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        while ((await states.ReadAsync(timeout.Token)).GetProperty("state").GetString() != state)
+        {
+        }
     }
 
     private static HttpRequestMessage Bearer(HttpMethod method, string path, string token) =>
