@@ -80,6 +80,7 @@ public static class GatewayApp
         app.MapHub<QrHub>("/hubs/qr");
         app.MapPages();
         app.MapHealthProbes();
+        app.MapQrMetrics();
         app.MapGet("/.well-known/jwks.json", async (AccessTokens tokens, CancellationToken ct) => TypedResults.Ok(await tokens.JwksAsync(ct)))
             .ExcludeFromDescription();
         return app;

@@ -15,7 +15,7 @@ public static class ObservabilitySetup
         services.AddSingleton<CeremonyTelemetry>();
         services.AddSingleton(section.GetSection("Audit").Get<AuditOptions>() ?? new AuditOptions());
         services.AddSingleton<AuditTrail>();
-        services.AddHostedService<OtlpExport>();
+        builder.AddQrOpenTelemetry(section);
         return builder;
     }
 

@@ -20,7 +20,7 @@ public sealed class QrHub(
             throw new HubException("unauthenticated: a valid desktop token for this session is required.");
         }
         var grain = grains.GetGrain<IQrSessionGrain>(sessionId);
-        var watcher = new Watcher(sessionId, grain, desktopToken, hub, Context.ConnectionId, telemetry, log);
+        var watcher = new Watcher(grain, desktopToken, hub, Context.ConnectionId, telemetry, log);
         var watch = await watches.WatchAsync(sessionId, watcher);
         QrSessionSnapshot snapshot;
         try
@@ -68,7 +68,7 @@ public sealed class QrHub(
 
     /// <summary>Pushes newer snapshots to one connection; re-reads on resync.</summary>
     private sealed class Watcher(
-        string sessionId, IQrSessionGrain grain, string desktopToken, IHubContext<QrHub> hub, string connectionId,
+        IQrSessionGrain grain, string desktopToken, IHubContext<QrHub> hub, string connectionId,
         CeremonyTelemetry telemetry, ILogger log) : ISessionWatcher
     {
         private long _sent;
@@ -89,15 +89,15 @@ public sealed class QrHub(
                 }
             }
             while (Interlocked.CompareExchange(ref _sent, snapshot.Version, sent) != sent);
-            _ = SendAsync(JsonSerializer.SerializeToElement(snapshot, GrainJson.Options));
+            _ = SendAsync(snapshot);
         }
 
-        private async Task SendAsync(JsonElement snapshot)
+        private async Task SendAsync(QrSessionSnapshot snapshot)
         {
             try
             {
-                await hub.Clients.Client(connectionId).SendAsync("state", snapshot).ConfigureAwait(false);
-                telemetry.DesktopNotified(sessionId, snapshot, CeremonyTelemetry.SignalR);
+                await hub.Clients.Client(connectionId).SendAsync("state", JsonSerializer.SerializeToElement(snapshot, GrainJson.Options)).ConfigureAwait(false);
+                telemetry.DesktopNotified(snapshot, CeremonyTelemetry.SignalR);
             }
             catch (Exception e)
             {

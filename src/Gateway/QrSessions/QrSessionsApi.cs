@@ -35,7 +35,7 @@ public static class QrSessionsApi
 
     public static IEndpointRouteBuilder MapQrSessionsApi(this IEndpointRouteBuilder app)
     {
-        var desktop = app.MapGroup("/v1/qr/sessions").WithTags("QR sessions (desktop)").AddEndpointFilter(CeremonyTelemetry.StepFilter);
+        var desktop = app.MapGroup("/v1/qr/sessions").WithTags("QR sessions (desktop)");
         desktop.MapPost("/", CreateAsync).RequireRateLimiting(RateLimits.SessionCreation);
         desktop.MapGet("/{id}", GetAsync);
         desktop.MapGet("/{id}/events", EventsAsync);
@@ -44,8 +44,7 @@ public static class QrSessionsApi
         desktop.MapPost("/{id}/cancel", CancelAsync);
         desktop.MapPost("/{id}/claim", ClaimAsync);
 
-        var phone = app.MapGroup("/v1/qr").WithTags("QR sessions (phone)").AddEndpointFilter(CeremonyTelemetry.StepFilter)
-            .RequireAuthorization(BearerAuthentication.Policy);
+        var phone = app.MapGroup("/v1/qr").WithTags("QR sessions (phone)").RequireAuthorization(BearerAuthentication.Policy);
         phone.MapPost("/scan", ScanAsync).RequireRateLimiting(RateLimits.Scans);
         phone.MapPost("/sessions/{id}/approve", ApproveAsync).RequireRateLimiting(RateLimits.Approvals);
         phone.MapPost("/sessions/{id}/reject", RejectAsync).RequireRateLimiting(RateLimits.Approvals);
@@ -101,7 +100,7 @@ public static class QrSessionsApi
                 if (await feed.NextAsync(waitForVersion.Value, deadline.Token) is { } next)
                 {
                     var json = System.Text.Json.JsonSerializer.Serialize(next, GrainJson.Options);
-                    telemetry.DesktopNotified(id, json, CeremonyTelemetry.LongPoll);
+                    telemetry.DesktopNotified(next, CeremonyTelemetry.LongPoll);
                     return TypedResults.Text(json, "application/json", Encoding.UTF8);
                 }
             }
@@ -147,7 +146,7 @@ public static class QrSessionsApi
                     have = next.Version;
                     var json = System.Text.Json.JsonSerializer.Serialize(next, GrainJson.Options);
                     await WriteEventAsync(response, next.Version, json, context.RequestAborted);
-                    telemetry.DesktopNotified(id, json, CeremonyTelemetry.ServerSentEvents);
+                    telemetry.DesktopNotified(next, CeremonyTelemetry.ServerSentEvents);
                 }
                 catch (OperationCanceledException) when (!context.RequestAborted.IsCancellationRequested)
                 {

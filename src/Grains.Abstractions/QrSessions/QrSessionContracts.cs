@@ -1,3 +1,5 @@
+using System.Text.Json.Serialization;
+
 namespace QrOrleans.QrSessions;
 
 public static class QrSessionStates
@@ -37,7 +39,10 @@ public sealed record QrCodeView(
     [property: Id(2)] int Rotation,
     [property: Id(3)] int MaxRotations);
 
-/// <summary>What the desktop (and its watchers) see. Never identifies the scanning user.</summary>
+/// <summary>
+/// What the desktop (and its watchers) see. Never identifies the scanning user. <see cref="TraceParent"/> is the
+/// ceremony's trace for the gateway that delivers the snapshot; it never leaves in JSON.
+/// </summary>
 [GenerateSerializer, Immutable, Alias("qrorleans.QrSessionSnapshot")]
 public sealed record QrSessionSnapshot(
     [property: Id(0)] string SessionId,
@@ -45,7 +50,8 @@ public sealed record QrSessionSnapshot(
     [property: Id(2)] long Version,
     [property: Id(3)] DateTimeOffset ExpiresAt,
     [property: Id(4)] QrCodeView? Qr,
-    [property: Id(5)] string? NumberMatch);
+    [property: Id(5)] string? NumberMatch,
+    [property: Id(6), JsonIgnore] string? TraceParent = null);
 
 [GenerateSerializer, Immutable, Alias("qrorleans.SessionCreated")]
 public sealed record SessionCreated(

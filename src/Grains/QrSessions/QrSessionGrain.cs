@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Security.Cryptography;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
@@ -29,6 +30,12 @@ public sealed record QrSessionState
     public DateTimeOffset? ClaimBefore { get; init; }
     public string? DeviceId { get; init; }
     public DateTimeOffset? EndedAt { get; init; }
+
+    /// <summary>
+    /// The W3C traceparent of the ceremony's root span (<see cref="CeremonyTrace"/>); null when it was created while
+    /// nothing listened, or stored before this field existed.
+    /// </summary>
+    public string? TraceParent { get; init; }
 }
 
 /// <summary>
@@ -74,6 +81,26 @@ public sealed partial class QrSessionGrain(
 
     public async Task<SessionCreated> CreateAsync(Requester requester, CancellationToken ct)
     {
+        var caller = Activity.Current;
+        var root = CeremonyTrace.StartRoot();
+        string? refused = null;
+        try
+        {
+            return await CreateCoreAsync(requester, root?.Id);
+        }
+        catch (GrainException e)
+        {
+            refused = e.Code;
+            throw;
+        }
+        finally
+        {
+            CeremonyTrace.End(root, caller, refused);
+        }
+    }
+
+    private async Task<SessionCreated> CreateCoreAsync(Requester requester, string? traceParent)
+    {
         if (session.RecordExists)
         {
             throw Errors.InvalidState(session.State.State, "create");
@@ -90,6 +117,7 @@ public sealed partial class QrSessionGrain(
             Rotation = 1,
             MaxRotations = options.MaxRotations,
             QrExpiresAt = now + options.QrTtl,
+            TraceParent = traceParent,
         });
         // Durable: if this silo dies, the session comes back elsewhere and still expires and is deleted.
         await this.KeepReminderAsync(RecoveryReminder, options.RecoveryPeriod, needed: true);
@@ -102,7 +130,10 @@ public sealed partial class QrSessionGrain(
         return Snapshot(s);
     }
 
-    public async Task<ScanResult> ScanAsync(string qrSecret, string userId, string scannerIp, CancellationToken ct)
+    public Task<ScanResult> ScanAsync(string qrSecret, string userId, string scannerIp, CancellationToken ct) =>
+        StepAsync("scan", () => ScanCoreAsync(qrSecret, userId, scannerIp));
+
+    private async Task<ScanResult> ScanCoreAsync(string qrSecret, string userId, string scannerIp)
     {
         if (!session.RecordExists)
         {
@@ -138,7 +169,10 @@ public sealed partial class QrSessionGrain(
         }
     }
 
-    public async Task<QrSessionSnapshot> ApproveAsync(string userId, string number, CancellationToken ct)
+    public Task<QrSessionSnapshot> ApproveAsync(string userId, string number, CancellationToken ct) =>
+        StepAsync("approve", () => ApproveCoreAsync(userId, number));
+
+    private async Task<QrSessionSnapshot> ApproveCoreAsync(string userId, string number)
     {
         var s = await ScannerOnlyAsync(userId, "approve");
         if (!Secrets.FixedTimeEquals(number, s.NumberMatch!))
@@ -150,13 +184,19 @@ public sealed partial class QrSessionGrain(
         return await CommitAsync(s with { State = Approved, ClaimBefore = Now + options.ClaimWindow });
     }
 
-    public async Task<QrSessionSnapshot> RejectAsync(string userId, CancellationToken ct)
+    public Task<QrSessionSnapshot> RejectAsync(string userId, CancellationToken ct) =>
+        StepAsync("reject", () => RejectCoreAsync(userId));
+
+    private async Task<QrSessionSnapshot> RejectCoreAsync(string userId)
     {
         var s = await ScannerOnlyAsync(userId, "reject");
         return await CommitAsync(s with { State = Rejected, EndedAt = Now });
     }
 
-    public async Task<QrSessionSnapshot> CancelAsync(string desktopToken, CancellationToken ct)
+    public Task<QrSessionSnapshot> CancelAsync(string desktopToken, CancellationToken ct) =>
+        StepAsync("cancel", () => CancelCoreAsync(desktopToken));
+
+    private async Task<QrSessionSnapshot> CancelCoreAsync(string desktopToken)
     {
         var s = await DesktopAsync(desktopToken);
         return s.State switch
@@ -168,7 +208,10 @@ public sealed partial class QrSessionGrain(
         };
     }
 
-    public async Task<ClaimGrant> ClaimAsync(string desktopToken, CancellationToken ct)
+    public Task<ClaimGrant> ClaimAsync(string desktopToken, CancellationToken ct) =>
+        StepAsync("claim", () => ClaimCoreAsync(desktopToken));
+
+    private async Task<ClaimGrant> ClaimCoreAsync(string desktopToken)
     {
         var s = await DesktopAsync(desktopToken);
         switch (s.State)
@@ -239,6 +282,32 @@ public sealed partial class QrSessionGrain(
                 break;
         }
         return session.State;
+    }
+
+    /// <summary>
+    /// One caller-driven step of the ceremony as a span under the session's root (made here, where the stored
+    /// root is known), with the refusal's code when it was refused. What the step does inside (storage, the
+    /// stream event) becomes its children.
+    /// </summary>
+    private async Task<T> StepAsync<T>(string step, Func<Task<T>> body)
+    {
+        var caller = Activity.Current;
+        // A call on a session that does not exist (a made-up QR code) belongs to no ceremony: no span.
+        var activity = session.RecordExists ? CeremonyTrace.StartStep(step, session.State.TraceParent) : null;
+        string? refused = null;
+        try
+        {
+            return await body();
+        }
+        catch (GrainException e)
+        {
+            refused = e.Code;
+            throw;
+        }
+        finally
+        {
+            CeremonyTrace.End(activity, caller, refused);
+        }
     }
 
     /// <summary>Approve and reject: only the user who scanned, only while scanned and in time.</summary>
@@ -344,7 +413,8 @@ public sealed partial class QrSessionGrain(
             _ => s.ExpiresAt,
         },
         s.State == Pending ? new QrCodeView(QrUrl(s), s.QrExpiresAt, s.Rotation, s.MaxRotations) : null,
-        s.State == Scanned ? s.NumberMatch : null);
+        s.State == Scanned ? s.NumberMatch : null,
+        s.TraceParent);
 
     private string QrUrl(QrSessionState s) => $"{options.PublicOrigin.TrimEnd('/')}/l/{Key}.{s.QrSecret}";
 

@@ -75,6 +75,8 @@ public static class OrleansHosting
         silo.Configure<ReminderOptions>(o => o.MinimumReminderPeriod = cluster.MinimumReminderPeriod);
         silo.Configure<GrainCollectionOptions>(o => o.CollectionAge = cluster.CollectionAge);
         silo.AddOutgoingGrainCallFilter<RetryOnConflict>();
+        // Grain calls continue the caller's trace (spans of the "Microsoft.Orleans.*" sources, where someone listens).
+        silo.AddActivityPropagation();
         silo.AddDashboard();
         silo.Services.TryAddSingleton(cluster);
         silo.Services.TryAddKeyedSingleton(OrleansNames.Clock, TimeProvider.System);
@@ -97,6 +99,7 @@ public static class OrleansHosting
         }
         client.AddMemoryStreams(OrleansNames.Streams);
         client.AddOutgoingGrainCallFilter<RetryOnConflict>();
+        client.AddActivityPropagation();
         client.AddDashboard();
         client.Services.TryAddSingleton(cluster);
         return client;
