@@ -60,6 +60,8 @@ public static class Program
             Recursive = true,
         };
 
+        private TableWriter Tables => new(output, environment.Interactive, environment.TerminalWidth);
+
         public RootCommand Build()
         {
             var root = new RootCommand("qrorleans: sign in to a QrOrleans server by QR code, and operate its linked accounts and cluster.");
@@ -101,7 +103,7 @@ public static class Program
             var accounts = new Command("accounts", "The linked accounts of the agent fleet (operator key required).");
 
             var list = new Command("list", "Every linked account: state, pairing progress, rate budget, last error, holder.");
-            list.SetAction((parsed, ct) => GuardAsync(() => AccountsCommands.ListAsync(OperatorClient(parsed), output, ct), ct));
+            list.SetAction((parsed, ct) => GuardAsync(() => AccountsCommands.ListAsync(OperatorClient(parsed), output, Tables, ct), ct));
 
             var pairId = AccountId();
             var pair = new Command("pair", "Start the pairing ceremony now: QR codes go to the owner's channel.") { pairId };
@@ -137,7 +139,7 @@ public static class Program
         {
             var cluster = new Command("cluster", "The cluster (operator key required).");
             var status = new Command("status", "The silos and their heartbeats, and the grains by state.");
-            status.SetAction((parsed, ct) => GuardAsync(() => ClusterCommands.StatusAsync(OperatorClient(parsed), output, ct), ct));
+            status.SetAction((parsed, ct) => GuardAsync(() => ClusterCommands.StatusAsync(OperatorClient(parsed), output, Tables, ct), ct));
             cluster.Subcommands.Add(status);
             return cluster;
         }

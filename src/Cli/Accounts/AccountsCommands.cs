@@ -6,7 +6,7 @@ namespace QrOrleans.Cli.Accounts;
 /// <summary><c>qrorleans accounts …</c>: the operator's linked accounts (API.md, Operator side).</summary>
 public static class AccountsCommands
 {
-    public static async Task<int> ListAsync(ServerClient api, TextWriter output, CancellationToken ct)
+    public static async Task<int> ListAsync(ServerClient api, TextWriter output, TableWriter tables, CancellationToken ct)
     {
         var body = (await api.GetAsync("v1/accounts", ct)).Body;
         var accounts = body.ValueKind switch
@@ -21,7 +21,7 @@ public static class AccountsCommands
             output.WriteLine("No linked accounts.");
             return ExitCodes.Ok;
         }
-        Table.Write(output, ["ID", "PLATFORM", "STATE", "SINCE", "PAIRING", "BUDGET", "COOLDOWN UNTIL", "LAST ERROR", "HOLDER"],
+        tables.Write(["ID", "PLATFORM", "STATE", "SINCE", "PAIRING", "BUDGET", "COOLDOWN UNTIL", "LAST ERROR", "HOLDER"],
             accounts.Select(Row));
         return ExitCodes.Ok;
     }
@@ -30,7 +30,7 @@ public static class AccountsCommands
     {
         var reply = await api.PostAsync($"v1/accounts/{Uri.EscapeDataString(id)}/pair", null, ct);
         output.WriteLine($"Pairing started for {id}: each QR code goes to the owner's channel; follow it with 'qrorleans accounts list'.");
-        if (Table.Text(reply.Body, "state") is { } state)
+        if (JsonFields.Text(reply.Body, "state") is { } state)
         {
             output.WriteLine($"State: {state}");
         }
@@ -66,7 +66,7 @@ public static class AccountsCommands
         var sealedValue = ReadSecretFile(file, "sealed credentials");
         var passphrase = ReadSecretFile(passphraseFile, "passphrase");
         var account = (await api.PostAsync($"v1/accounts/{Uri.EscapeDataString(id)}/import", new { @sealed = sealedValue, passphrase }, ct)).Body;
-        output.WriteLine($"Imported the credentials of {id}; the account is {Table.Text(account, "state") ?? "updated"}.");
+        output.WriteLine($"Imported the credentials of {id}; the account is {JsonFields.Text(account, "state") ?? "updated"}.");
         return ExitCodes.Ok;
     }
 
@@ -79,20 +79,20 @@ public static class AccountsCommands
 
     private static string?[] Row(JsonElement a)
     {
-        var pairing = Table.Child(a, "pairing");
-        var budget = Table.Child(a, "rateBudget");
-        var error = Table.Child(a, "lastError");
+        var pairing = JsonFields.Child(a, "pairing");
+        var budget = JsonFields.Child(a, "rateBudget");
+        var error = JsonFields.Child(a, "lastError");
         return
         [
-            Table.Text(a, "id"),
-            Table.Text(a, "platform"),
-            Table.Text(a, "state"),
-            Table.Time(a, "stateSince"),
-            Table.Text(pairing, "cycle") is { } cycle ? $"{cycle}/{Table.Text(pairing, "maxCycles") ?? "?"}" : null,
-            Table.Text(budget, "available") is { } available ? $"{available}/{Table.Text(budget, "capacity") ?? "?"}" : null,
-            Table.Time(a, "cooldownUntil"),
-            Table.Text(error, "code") is { } code ? $"{code} ({Table.Text(error, "class")})" : null,
-            Table.Text(a, "holder"),
+            JsonFields.Text(a, "id"),
+            JsonFields.Text(a, "platform"),
+            JsonFields.Text(a, "state"),
+            JsonFields.Time(a, "stateSince"),
+            JsonFields.Text(pairing, "cycle") is { } cycle ? $"{cycle}/{JsonFields.Text(pairing, "maxCycles") ?? "?"}" : null,
+            JsonFields.Text(budget, "available") is { } available ? $"{available}/{JsonFields.Text(budget, "capacity") ?? "?"}" : null,
+            JsonFields.Time(a, "cooldownUntil"),
+            JsonFields.Text(error, "code") is { } code ? $"{code} ({JsonFields.Text(error, "class")})" : null,
+            JsonFields.Text(a, "holder"),
         ];
     }
 

@@ -6,25 +6,25 @@ namespace QrOrleans.Cli.Cluster;
 /// <summary><c>qrorleans cluster status</c>: the silos and the grains by state (GET /v1/cluster).</summary>
 public static class ClusterCommands
 {
-    public static async Task<int> StatusAsync(ServerClient api, TextWriter output, CancellationToken ct)
+    public static async Task<int> StatusAsync(ServerClient api, TextWriter output, TableWriter tables, CancellationToken ct)
     {
         var cluster = (await api.GetAsync("v1/cluster", ct)).Body;
-        var self = Table.Text(cluster, "self");
-        var silos = Table.Child(cluster, "silos");
+        var self = JsonFields.Text(cluster, "self");
+        var silos = JsonFields.Child(cluster, "silos");
         if (silos.ValueKind != JsonValueKind.Array)
         {
             throw new CliFailure($"{api.Server} did not answer GET /v1/cluster like a QrOrleans server.");
         }
         output.WriteLine($"Silos ({silos.GetArrayLength()})");
-        Table.Write(output, ["ID", "ADDRESS", "STATUS", "STARTED", "LAST HEARTBEAT"], silos.EnumerateArray().Select(s => (IReadOnlyList<string?>)
+        tables.Write(["ID", "ADDRESS", "STATUS", "STARTED", "LAST HEARTBEAT"], silos.EnumerateArray().Select(s => (IReadOnlyList<string?>)
         [
-            Table.Text(s, "id") + (self is not null && Table.Text(s, "id") == self ? " *" : ""),
-            Table.Text(s, "address"),
-            Table.Text(s, "status"),
-            Table.Time(s, "startedAt"),
-            Table.Time(s, "lastHeartbeatAt"),
+            JsonFields.Text(s, "id") + (self is not null && JsonFields.Text(s, "id") == self ? " *" : ""),
+            JsonFields.Text(s, "address"),
+            JsonFields.Text(s, "status"),
+            JsonFields.Time(s, "startedAt"),
+            JsonFields.Time(s, "lastHeartbeatAt"),
         ]));
-        var grains = Table.Child(cluster, "grains");
+        var grains = JsonFields.Child(cluster, "grains");
         if (grains.ValueKind == JsonValueKind.Object)
         {
             foreach (var kind in grains.EnumerateObject())
@@ -37,7 +37,7 @@ public static class ClusterCommands
                     output.WriteLine("  (none)");
                     continue;
                 }
-                Table.Write(output, ["STATE", "COUNT"], counts.Select(c => (IReadOnlyList<string?>)[c.Name, c.Value.GetRawText()]));
+                tables.Write(["STATE", "COUNT"], counts.Select(c => (IReadOnlyList<string?>)[c.Name, c.Value.GetRawText()]));
             }
         }
         if (self is not null)

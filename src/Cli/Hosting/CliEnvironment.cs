@@ -19,6 +19,9 @@ public sealed record CliEnvironment
     /// <summary>Standard output is a terminal: <c>login</c> redraws a live countdown in place.</summary>
     public bool Interactive { get; init; }
 
+    /// <summary>The terminal's width in columns for tables (null: what the console reports, 80 when it cannot tell).</summary>
+    public int? TerminalWidth { get; init; }
+
     public static CliEnvironment FromProcess() => new() { Interactive = !Console.IsOutputRedirected };
 
     /// <summary>$XDG_CONFIG_HOME/qrorleans, else ~/.config/qrorleans.</summary>

@@ -49,7 +49,7 @@ public sealed class LoginFlow(ServerClient api, CliEnvironment environment, Text
             if (version > known)
             {
                 known = version;
-                sessionExpiresAt = Table.Instant(snapshot, "expiresAt") ?? sessionExpiresAt;
+                sessionExpiresAt = JsonFields.Instant(snapshot, "expiresAt") ?? sessionExpiresAt;
                 var state = ServerClient.String(snapshot, "state") ?? throw NotQrOrleans();
                 switch (state)
                 {
@@ -84,7 +84,7 @@ public sealed class LoginFlow(ServerClient api, CliEnvironment environment, Text
         var seconds = (int)Math.Clamp(Math.Ceiling((sessionExpiresAt - DateTimeOffset.UtcNow).TotalSeconds) + 1, 1, MaxLongPollSeconds);
         var path = string.Create(CultureInfo.InvariantCulture, $"v1/qr/sessions/{Uri.EscapeDataString(session.Id)}?waitForVersion={known}&timeout={seconds}");
         var poll = api.GetAsync(path, ct, session.DesktopToken, TimeSpan.FromSeconds(seconds) + ServerClient.RequestTimeout);
-        var qrExpiresAt = Table.Instant(Table.Child(current, "qr"), "expiresAt");
+        var qrExpiresAt = JsonFields.Instant(JsonFields.Child(current, "qr"), "expiresAt");
         while (!poll.IsCompleted)
         {
             if (environment.Interactive && qrExpiresAt is { } expiry && ServerClient.String(current, "state") == QrSessionStates.Pending)
@@ -109,7 +109,7 @@ public sealed class LoginFlow(ServerClient api, CliEnvironment environment, Text
 
     private int ShowQr(JsonElement snapshot, int shownRotation)
     {
-        var qr = Table.Child(snapshot, "qr");
+        var qr = JsonFields.Child(snapshot, "qr");
         var url = ServerClient.String(qr, "url") ?? throw NotQrOrleans();
         var rotation = qr.TryGetProperty("rotation", out var r) && r.TryGetInt32(out var value) ? value : shownRotation + 1;
         if (rotation == shownRotation)
@@ -117,7 +117,7 @@ public sealed class LoginFlow(ServerClient api, CliEnvironment environment, Text
             return rotation;
         }
         EndCountdown();
-        var maxRotations = Table.Text(qr, "maxRotations") ?? "?";
+        var maxRotations = JsonFields.Text(qr, "maxRotations") ?? "?";
         output.WriteLine(shownRotation == 0
             ? "Scan this code with the QrOrleans app on a phone that is signed in:"
             : $"The code was refreshed ({rotation}/{maxRotations}); scan this one:");
@@ -126,7 +126,7 @@ public sealed class LoginFlow(ServerClient api, CliEnvironment environment, Text
             output.WriteLine(TerminalQr.Render(url, options.Invert));
         }
         output.WriteLine($"  {url}");
-        var expires = Table.Instant(qr, "expiresAt") is { } at
+        var expires = JsonFields.Instant(qr, "expiresAt") is { } at
             ? $"expires in {Math.Max(0, (int)Math.Ceiling((at - DateTimeOffset.UtcNow).TotalSeconds))} s (at {at.UtcDateTime:HH:mm:ss} UTC)"
             : "";
         output.WriteLine($"  code {rotation}/{maxRotations} {expires}".TrimEnd());
@@ -139,7 +139,7 @@ public sealed class LoginFlow(ServerClient api, CliEnvironment environment, Text
         var claim = (await api.PostAsync($"v1/qr/sessions/{Uri.EscapeDataString(session.Id)}/claim", null, ct, session.DesktopToken)).Body;
         var accessToken = ServerClient.String(claim, "accessToken") ?? throw NotQrOrleans();
         var refreshToken = ServerClient.String(claim, "refreshToken") ?? throw NotQrOrleans();
-        var device = Table.Child(claim, "device");
+        var device = JsonFields.Child(claim, "device");
         var expiresIn = claim.TryGetProperty("expiresIn", out var s) && s.TryGetInt32(out var secs) ? secs : 0;
 
         // Who am I: asked with the new access token, which proves the tokens work before they are saved.

@@ -267,6 +267,25 @@ public sealed partial class CliTests(CliNodeFixture fixture) : IClassFixture<Cli
     }
 
     [Fact]
+    public async Task In_a_terminal_accounts_list_draws_a_bordered_table_and_shows_values_as_the_server_sent_them()
+    {
+        var server = new StandIn(_ => StandIn.Json(HttpStatusCode.OK, """
+            [ { "id": "[red]bot[/]", "platform": "sandbox", "state": "connected", "stateSince": "2026-11-22T10:00:00Z", "holder": "silo-a" } ]
+            """));
+        var terminal = Environment(apiKey: "op-key", handler: server, server: "http://accounts.test") with { Interactive = true, TerminalWidth = 160 };
+
+        var result = await CliRun.RunAsync(["accounts", "list"], terminal);
+
+        Assert.Equal((0, ""), (result.ExitCode, result.Error));
+        var lines = result.Output.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => l.TrimEnd('\r')).ToArray();
+        Assert.StartsWith("╭", lines[0], StringComparison.Ordinal);
+        Assert.Matches(@"^│ ID\s+│ PLATFORM\s+│ STATE\s+│", lines[1]);
+        // Markup-like text from the server is printed literally, not taken as Spectre markup.
+        Assert.Contains(lines, l => l.StartsWith("│ [red]bot[/]", StringComparison.Ordinal) && l.Contains("│ silo-a", StringComparison.Ordinal));
+        Assert.StartsWith("╰", lines[^1], StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Export_and_import_read_secrets_from_files_and_send_them_to_the_api()
     {
         var passphraseFile = Path.Combine(_home, "passphrase");
