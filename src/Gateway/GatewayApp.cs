@@ -1,6 +1,7 @@
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using QrOrleans.Gateway.Accounts;
+using QrOrleans.Gateway.ApiReference;
 using QrOrleans.Gateway.Auth;
 using QrOrleans.Gateway.Cluster;
 using QrOrleans.Gateway.Dashboard;
@@ -55,7 +56,7 @@ public static class GatewayApp
             o.SerializerOptions.DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull);
         builder.Services.AddSignalR();
         builder.Services.AddQrRateLimits(gateway.RateLimiting);
-        builder.Services.AddOpenApi();
+        builder.Services.AddApiReference();
         builder.Services.Configure<RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
         builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = gateway.MaxRequestBodyBytes);
         builder.Services.AddHostedService<DemoSeeder>();
@@ -70,7 +71,7 @@ public static class GatewayApp
         app.UseRateLimiter();
         app.UseQrAuthentication();
 
-        app.MapOpenApi("/openapi/{documentName}.json");
+        app.MapApiReference();
         app.MapQrSessionsApi();
         app.MapDevicesApi();
         app.MapClusterApi();

@@ -42,23 +42,62 @@ public static partial class AccountsApi
 
     public static IEndpointRouteBuilder MapAccountsApi(this IEndpointRouteBuilder app)
     {
-        var accounts = app.MapGroup("/v1/accounts").WithTags("Agent fleet");
+        var accounts = app.MapGroup("/v1/accounts").WithTags("Agent fleet").ProducesProblems("unauthenticated");
         accounts.AddEndpointFilter(async (context, next) =>
         {
             context.HttpContext.RequireOperator();
             return await next(context);
         });
-        accounts.MapPut("/{accountId}", PutAsync);
-        accounts.MapGet("/", ListAsync);
-        accounts.MapGet("/{accountId}", GetAsync);
-        accounts.MapPost("/{accountId}/pair", PairAsync);
-        accounts.MapPost("/{accountId}/stop", StopAsync);
-        accounts.MapPost("/{accountId}/start", StartAsync);
-        accounts.MapPost("/{accountId}/messages", SendAsync);
-        accounts.MapPost("/{accountId}/export", ExportAsync);
-        accounts.MapPost("/{accountId}/import", ImportAsync);
-        accounts.MapDelete("/{accountId}", DeleteAsync);
-        app.MapPost("/v1/admin/vault/reseal", ResealAsync).WithTags("Operator");
+        accounts.MapPut("/{accountId}", PutAsync)
+            .WithSummary("Create or update a linked account")
+            .WithDescription("Operator key. Creating needs platform, owner.webhookUrl and owner.webhookSecret; an update changes "
+                + "only what it sends. connector holds the platform's own settings (qrorleans: serverUrl; ilink: baseUrl; sandbox: "
+                + "autoConfirm, failWith). Every invalid field is named in one 400.")
+            .ProducesProblems("validation_failed", "invalid_state");
+        accounts.MapGet("/", ListAsync)
+            .WithSummary("Every linked account")
+            .WithDescription("Operator key. State, pairing progress, cool-down, last error, rate budget and holder; never credentials.");
+        accounts.MapGet("/{accountId}", GetAsync)
+            .WithSummary("One linked account")
+            .WithDescription("Operator key. Never credentials.")
+            .ProducesProblems("not_found");
+        accounts.MapPost("/{accountId}/pair", PairAsync)
+            .WithSummary("Start the pairing ceremony now")
+            .WithDescription("Operator key. Each QR code goes to the owner's webhook (pairing.qr); follow the account's state.")
+            .ProducesProblems("not_found", "invalid_state", "cooling_down");
+        accounts.MapPost("/{accountId}/stop", StopAsync)
+            .WithSummary("Stop the account's connection")
+            .WithDescription("Operator key. The account keeps its credentials and stays stopped until started.")
+            .ProducesProblems("not_found", "invalid_state");
+        accounts.MapPost("/{accountId}/start", StartAsync)
+            .WithSummary("Start a stopped account")
+            .WithDescription("Operator key.")
+            .ProducesProblems("not_found", "invalid_state");
+        accounts.MapPost("/{accountId}/messages", SendAsync)
+            .WithSummary("Send a message through the account")
+            .WithDescription("Operator key. 202 once the platform took it. Out of budget: 429 rate_budget_exhausted with Retry-After; "
+                + "while the platform asks for a pause: 409 cooling_down with cooldownUntil.")
+            .ProducesProblems("validation_failed", "not_found", "not_connected", "cooling_down", "rate_budget_exhausted",
+                "platform_rate_limited", "platform_unavailable", "bad_credentials", "no_credentials", "credentials_tampered",
+                "unknown_key_version");
+        accounts.MapPost("/{accountId}/export", ExportAsync)
+            .WithSummary("Export the credentials, sealed with a passphrase")
+            .WithDescription("Operator key. passphrase: 12 to 1024 characters; the sealed string imports only into this account.")
+            .ProducesProblems("validation_failed", "not_found", "no_credentials", "credentials_tampered", "unknown_key_version");
+        accounts.MapPost("/{accountId}/import", ImportAsync)
+            .WithSummary("Import exported credentials")
+            .WithDescription("Operator key. The account is connected if the platform still accepts them.")
+            .ProducesProblems("validation_failed", "not_found", "cooling_down", "invalid_sealed", "wrong_passphrase", "wrong_account",
+                "credentials_tampered");
+        accounts.MapDelete("/{accountId}", DeleteAsync)
+            .WithSummary("Unlink the account")
+            .WithDescription("Operator key. Logs out on the platform (best effort) and wipes the credentials.")
+            .ProducesProblems("not_found");
+        app.MapPost("/v1/admin/vault/reseal", ResealAsync).WithTags("Operator")
+            .WithSummary("Re-seal every account's credentials under the current vault key")
+            .WithDescription("Operator key. Run after making a new key version current on every node, until nothing is resealed "
+                + "and nothing failed; then the old key can go.")
+            .ProducesProblems("unauthenticated");
         return app;
     }
 

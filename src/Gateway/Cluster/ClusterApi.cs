@@ -22,7 +22,11 @@ public static class ClusterApi
 {
     public static IEndpointRouteBuilder MapClusterApi(this IEndpointRouteBuilder app)
     {
-        app.MapGet("/v1/cluster", GetAsync).WithTags("Operator");
+        app.MapGet("/v1/cluster", GetAsync).WithTags("Operator")
+            .WithSummary("The cluster: silos, activations, grains by state")
+            .WithDescription("Operator key. Silos from Orleans membership (status as Orleans names it: Active, Dead, …), live "
+                + "activations per grain type, and QR sessions and linked accounts by state.")
+            .ProducesProblems("unauthenticated");
         return app;
     }
 

@@ -86,7 +86,11 @@ public static class DashboardApi
         app.MapGet("/dashboard", Page).ExcludeFromDescription();
         app.MapPost("/dashboard/sign-in", SignInAsync).RequireRateLimiting(SignInLimit).ExcludeFromDescription();
         app.MapPost("/dashboard/sign-out", SignOut).ExcludeFromDescription();
-        app.MapGet("/v1/dashboard", GetAsync).WithTags("Operator");
+        app.MapGet("/v1/dashboard", GetAsync).WithTags("Operator")
+            .WithSummary("What the dashboard shows, once")
+            .WithDescription("Operator key, or the dashboard's sign-in cookie. Silos, sessions by state, rates and latencies, linked "
+                + "accounts; the page follows it live over SignalR.")
+            .ProducesProblems("unauthenticated");
         app.MapHub<DashboardHub>(HubPath);
         return app;
     }

@@ -46,8 +46,14 @@ public static class AuditApi
 
     public static IEndpointRouteBuilder MapAuditApi(this IEndpointRouteBuilder app)
     {
-        app.MapGet("/v1/me/audit", MineAsync).WithTags("Users and devices").RequireAuthorization(BearerAuthentication.Policy);
-        app.MapGet("/v1/admin/users/{id}/audit", UserAsync).WithTags("Operator");
+        app.MapGet("/v1/me/audit", MineAsync).WithTags("Users and devices").RequireAuthorization(BearerAuthentication.Policy)
+            .WithSummary("The user's recent sign-ins and device changes")
+            .WithDescription($"Access token. Newest first; limit 1 to {MaxLimit} (default {DefaultLimit}).")
+            .ProducesProblems("unauthenticated", "validation_failed");
+        app.MapGet("/v1/admin/users/{id}/audit", UserAsync).WithTags("Operator")
+            .WithSummary("A user's audit trail, by time")
+            .WithDescription($"Operator key. Entries between from and to (RFC 3339), newest first; limit 1 to {MaxLimit}.")
+            .ProducesProblems("unauthenticated", "validation_failed", "not_found");
         return app;
     }
 

@@ -44,7 +44,7 @@ public sealed class DemoSeeder(
             lines.Add($"  Operator key (X-Api-Key, generated for this run): {options.AdminApiKey}");
         }
         lines.Add($"  Cluster dashboard (operator key): {origin}/dashboard   Orleans dashboard: {origin}/dashboard/orleans/");
-        lines.Add($"  API: {origin}/openapi/v1.json   Health: {origin}/healthz");
+        lines.Add($"  API reference: {origin}/openapi (document: {origin}/openapi/v1.json)   Health: {origin}/healthz");
         lines.Add("");
         // Console, not the logger: these lines are for the person who started the server, not for log storage.
         Console.WriteLine(string.Join(Environment.NewLine, lines));

@@ -36,18 +36,58 @@ public static class QrSessionsApi
     public static IEndpointRouteBuilder MapQrSessionsApi(this IEndpointRouteBuilder app)
     {
         var desktop = app.MapGroup("/v1/qr/sessions").WithTags("QR sessions (desktop)");
-        desktop.MapPost("/", CreateAsync).RequireRateLimiting(RateLimits.SessionCreation);
-        desktop.MapGet("/{id}", GetAsync);
-        desktop.MapGet("/{id}/events", EventsAsync);
-        desktop.MapGet("/{id}/qr.svg", QrSvgAsync);
-        desktop.MapGet("/{id}/qr.png", QrPngAsync);
-        desktop.MapPost("/{id}/cancel", CancelAsync);
-        desktop.MapPost("/{id}/claim", ClaimAsync);
+        desktop.MapPost("/", CreateAsync).RequireRateLimiting(RateLimits.SessionCreation)
+            .WithSummary("Start a sign-in session")
+            .WithDescription("No authentication. Answers the session's desktopToken (send it as 'Authorization: Bearer' on every other "
+                + "desktop call) and its first QR code. client.kind is browser, cli, agent or device; the name defaults from the User-Agent.")
+            .ProducesProblems("validation_failed");
+        desktop.MapGet("/{id}", GetAsync)
+            .WithSummary("Read the session's snapshot, or long-poll for its next version")
+            .WithDescription("Desktop token. With waitForVersion=N the answer comes as soon as the version is above N, or after "
+                + "timeout seconds (at most 30) with the current snapshot. A wrong token or an unknown id is 401 alike.")
+            .Produces<QrSessionSnapshot>()
+            .ProducesProblems("unauthenticated");
+        desktop.MapGet("/{id}/events", EventsAsync)
+            .WithSummary("Follow the session as server-sent events")
+            .WithDescription("Desktop token. text/event-stream of 'event: state', 'id: <version>', 'data: <snapshot>'; the current "
+                + "snapshot comes first, Last-Event-ID is honoured, and a comment every 15 s keeps proxies from closing the stream.")
+            .Produces(StatusCodes.Status200OK, contentType: "text/event-stream")
+            .ProducesProblems("unauthenticated");
+        desktop.MapGet("/{id}/qr.svg", QrSvgAsync)
+            .WithSummary("The current QR code as SVG")
+            .WithDescription("Desktop token. The code is a bearer credential while it lives, so it is never public (Cache-Control: no-store).")
+            .Produces(StatusCodes.Status200OK, contentType: "image/svg+xml")
+            .ProducesProblems("unauthenticated", "invalid_state");
+        desktop.MapGet("/{id}/qr.png", QrPngAsync)
+            .WithSummary("The current QR code as PNG")
+            .WithDescription("Desktop token. As qr.svg, as a PNG image.")
+            .Produces(StatusCodes.Status200OK, contentType: "image/png")
+            .ProducesProblems("unauthenticated", "invalid_state");
+        desktop.MapPost("/{id}/cancel", CancelAsync)
+            .WithSummary("Cancel the session")
+            .WithDescription("Desktop token. Answers the snapshot in state cancelled; the phone's code stops working at once.")
+            .ProducesProblems("unauthenticated", "qr_expired", "invalid_state");
+        desktop.MapPost("/{id}/claim", ClaimAsync)
+            .WithSummary("Claim this device's tokens after the phone approved")
+            .WithDescription("Desktop token. Exactly once, after approval: the access and refresh tokens of the new device, for the "
+                + "user who approved. Before approval 409 not_approved, after a first claim 410 already_claimed.")
+            .ProducesProblems("unauthenticated", "not_approved", "already_claimed", "qr_expired", "invalid_state");
 
         var phone = app.MapGroup("/v1/qr").WithTags("QR sessions (phone)").RequireAuthorization(BearerAuthentication.Policy);
-        phone.MapPost("/scan", ScanAsync).RequireRateLimiting(RateLimits.Scans);
-        phone.MapPost("/sessions/{id}/approve", ApproveAsync).RequireRateLimiting(RateLimits.Approvals);
-        phone.MapPost("/sessions/{id}/reject", RejectAsync).RequireRateLimiting(RateLimits.Approvals);
+        phone.MapPost("/scan", ScanAsync).RequireRateLimiting(RateLimits.Scans)
+            .WithSummary("Scan a QR code")
+            .WithDescription("Phone access token. Send the code's URL ({ \"url\" }) or its token ({ \"token\": \"<sessionId>.<secret>\" }). "
+                + "Answers who is asking (client, browser, OS, IP, same network) and the number choices; one of them is shown on the desktop.")
+            .ProducesProblems("unauthenticated", "validation_failed", "qr_invalid", "qr_expired", "qr_already_scanned", "qr_already_used");
+        phone.MapPost("/sessions/{id}/approve", ApproveAsync).RequireRateLimiting(RateLimits.Approvals)
+            .WithSummary("Approve the sign-in with the number the desktop shows")
+            .WithDescription("Phone access token of the user who scanned. A wrong number is 422 number_mismatch and rejects the session.")
+            .ProducesProblems("unauthenticated", "validation_failed", "qr_invalid", "qr_expired", "qr_already_used", "not_scanner",
+                "invalid_state", "number_mismatch");
+        phone.MapPost("/sessions/{id}/reject", RejectAsync).RequireRateLimiting(RateLimits.Approvals)
+            .WithSummary("Reject the sign-in")
+            .WithDescription("Phone access token of the user who scanned. The desktop learns it is rejected.")
+            .ProducesProblems("unauthenticated", "qr_invalid", "qr_expired", "qr_already_used", "not_scanner", "invalid_state");
         return app;
     }
 

@@ -25,14 +25,33 @@ public static partial class DevicesApi
     public static IEndpointRouteBuilder MapDevicesApi(this IEndpointRouteBuilder app)
     {
         var me = app.MapGroup("/v1").WithTags("Users and devices");
-        me.MapGet("/me", MeAsync).RequireAuthorization(BearerAuthentication.Policy);
-        me.MapGet("/devices", DevicesAsync).RequireAuthorization(BearerAuthentication.Policy);
-        me.MapDelete("/devices/{id}", RevokeAsync).RequireAuthorization(BearerAuthentication.Policy);
-        me.MapPost("/auth/refresh", RefreshAsync);
+        me.MapGet("/me", MeAsync).RequireAuthorization(BearerAuthentication.Policy)
+            .WithSummary("The signed-in user")
+            .WithDescription("Phone or device access token.")
+            .ProducesProblems("unauthenticated");
+        me.MapGet("/devices", DevicesAsync).RequireAuthorization(BearerAuthentication.Policy)
+            .WithSummary("The user's devices")
+            .WithDescription("Access token. Every device linked to the user, current marks the caller's own, revoked ones included.")
+            .ProducesProblems("unauthenticated");
+        me.MapDelete("/devices/{id}", RevokeAsync).RequireAuthorization(BearerAuthentication.Policy)
+            .WithSummary("Sign a device out")
+            .WithDescription("Access token. The device's access and refresh tokens stop working at once.")
+            .ProducesProblems("unauthenticated", "not_found");
+        me.MapPost("/auth/refresh", RefreshAsync)
+            .WithSummary("Exchange a refresh token for new tokens")
+            .WithDescription("No bearer. The refresh token rotates: replaying a used one is 401 refresh_token_reused and signs that device out.")
+            .ProducesProblems("invalid_refresh_token", "refresh_token_reused");
 
         var admin = app.MapGroup("/v1/admin").WithTags("Operator");
-        admin.MapPost("/users", CreateUserAsync);
-        admin.MapPost("/users/{id}/devices", CreateDeviceAsync);
+        admin.MapPost("/users", CreateUserAsync)
+            .WithSummary("Create a user")
+            .WithDescription("Operator key (X-Api-Key). username: 3-32 characters of a-z, 0-9, '.', '_' or '-'.")
+            .ProducesProblems("unauthenticated", "validation_failed", "username_taken");
+        admin.MapPost("/users/{id}/devices", CreateDeviceAsync)
+            .WithSummary("Bootstrap a user's primary device")
+            .WithDescription("Operator key. Signs a phone in directly (in a real deployment the host app's own sign-in does this); "
+                + "answers its access and refresh tokens.")
+            .ProducesProblems("unauthenticated", "validation_failed", "not_found");
         return app;
     }
 
