@@ -35,9 +35,13 @@
   async function watch() {
     if (!connection) {
       connection = new signalR.HubConnectionBuilder().withUrl('/hubs/qr').withAutomaticReconnect().build();
-      connection.on('state', snapshot => apply(snapshot));
+      connection.on('state', snapshot => apply(snapshot).catch(e => fail({ detail: String(e) })));
       // After a reconnect the server re-sends the snapshot, so nothing that happened meanwhile is missed.
-      connection.onreconnected(() => session && connection.invoke('Watch', session.sessionId, session.desktopToken));
+      connection.onreconnected(() => session && connection.invoke('Watch', session.sessionId, session.desktopToken).catch(e => fail({ detail: String(e) })));
+      // Reconnecting gave up: a code that no longer updates must not stay on screen as if it were live.
+      connection.onclose(() => {
+        if (['pending', 'scanned', 'approved'].includes(main.dataset.state) && !claiming) fail({ detail: 'The live connection to the server was lost.' });
+      });
       await connection.start();
       // The client exposes no transport name: tell it by the socket the transport holds (WebSocket, EventSource, else polling).
       const held = Object.values(connection.connection.transport || {}), transport = held.some(v => v instanceof WebSocket) ? 'WebSockets' : held.some(v => typeof EventSource !== 'undefined' && v instanceof EventSource) ? 'ServerSentEvents' : 'LongPolling';
@@ -100,7 +104,7 @@
     if (claiming) return;
     claiming = true;
     const res = await fetch(`/v1/qr/sessions/${session.sessionId}/claim`, { method: 'POST', headers: authHeaders() });
-    const body = await res.json();
+    const body = await res.json().catch(() => ({}));
     if (!res.ok) return fail(body);
     // The tokens stay in this tab's memory and sessionStorage; a real app would hand them to its own client.
     sessionStorage.setItem('qrorleans.desktop', JSON.stringify({ refreshToken: body.refreshToken, user: body.user, device: body.device }));
@@ -130,7 +134,8 @@
     start().catch(e => fail({ detail: String(e) }));
   });
   document.getElementById('cancel').addEventListener('click', async () => {
-    await fetch(`/v1/qr/sessions/${session.sessionId}/cancel`, { method: 'POST', headers: authHeaders() });
+    // The outcome arrives as a snapshot; a refusal (it just finished) or a lost connection is shown by that path.
+    await fetch(`/v1/qr/sessions/${session.sessionId}/cancel`, { method: 'POST', headers: authHeaders() }).catch(() => {});
   });
 
   start().catch(e => fail({ detail: String(e) }));

@@ -29,8 +29,20 @@
     done(title, detail, body.code || 'error');
   }
 
+  // The stored sign-in is missing or was refused: say why and what to do, never a dead end.
+  function signedOut() {
+    main.dataset.state = 'signed-out';
+    document.getElementById('signed-out-reason').textContent = PhoneSession.signedOutReason();
+    show('signed-out');
+  }
+
+  function failed(e) {
+    if (e && e.code === 'signed_out') signedOut();
+    else done('Something went wrong', (e && e.message) || String(e), 'error');
+  }
+
   async function scan() {
-    if (!PhoneSession.signedIn()) { main.dataset.state = 'signed-out'; show('signed-out'); return; }
+    if (!PhoneSession.signedIn()) return signedOut();
     const res = await PhoneSession.api('/v1/qr/scan', { method: 'POST', body: JSON.stringify({ token }) });
     if (!res.ok) return problem(res);
     const scan = await res.json();
@@ -50,7 +62,7 @@
       b.className = 'primary';
       b.textContent = n;
       b.dataset.number = n;
-      b.addEventListener('click', () => answer('approve', { number: n }));
+      b.addEventListener('click', () => answer('approve', { number: n }).catch(failed));
       return b;
     }));
     main.dataset.state = 'ask';
@@ -66,6 +78,6 @@
     else done('Rejected', 'Nothing was signed in.', 'rejected');
   }
 
-  document.getElementById('reject').addEventListener('click', () => answer('reject'));
-  scan().catch(e => done('Something went wrong', String(e), 'error'));
+  document.getElementById('reject').addEventListener('click', () => answer('reject').catch(failed));
+  scan().catch(failed);
 })();

@@ -1,13 +1,34 @@
 // A signed-in phone in a browser: scan by pasting or by camera, list devices, revoke any of them.
 (() => {
   const main = document.getElementById('phone');
+  const $ = id => document.getElementById(id);
   function show(view) { for (const s of main.querySelectorAll('section')) s.hidden = s.id !== 'view-' + view; }
 
+  // Every way the sign-in can be gone ends here, so the page never stays on an empty card.
+  function signedOut() {
+    main.dataset.state = 'signed-out';
+    $('signed-out-reason').textContent = PhoneSession.signedOutReason();
+    show('signed-out');
+  }
+
+  function failed(e) {
+    if (e && e.code === 'signed_out') return signedOut();
+    main.dataset.state = 'error';
+    $('error-detail').textContent = (e && e.message) || String(e);
+    show('error');
+  }
+
+  // A response the page cannot use: the error view with the server's own words.
+  async function unexpected(res) {
+    const body = await res.json().catch(() => ({}));
+    return new Error(body.detail || body.title || 'The server answered HTTP ' + res.status + '.');
+  }
+
   async function load() {
-    if (!PhoneSession.signedIn()) { main.dataset.state = 'signed-out'; show('signed-out'); return; }
+    if (!PhoneSession.signedIn()) return signedOut();
     const me = await PhoneSession.api('/v1/me');
-    if (!me.ok) { main.dataset.state = 'signed-out'; show('signed-out'); return; }
-    document.getElementById('display-name').textContent = (await me.json()).displayName;
+    if (!me.ok) throw await unexpected(me);
+    $('display-name').textContent = (await me.json()).displayName;
     await loadDevices();
     await loadActivity();
     main.dataset.state = 'home';
@@ -16,6 +37,7 @@
 
   async function loadDevices() {
     const res = await PhoneSession.api('/v1/devices');
+    if (!res.ok) throw await unexpected(res);
     const devices = await res.json();
     document.getElementById('devices').replaceChildren(...devices.filter(d => !d.revoked).map(d => {
       const li = document.createElement('li');
@@ -29,12 +51,12 @@
         const b = document.createElement('button');
         b.className = 'danger';
         b.textContent = 'Sign out';
-        b.addEventListener('click', async () => {
+        b.addEventListener('click', () => (async () => {
           const r = await PhoneSession.api('/v1/devices/' + encodeURIComponent(d.id), { method: 'DELETE' });
-          if (!r.ok) document.getElementById('phone-error').textContent = 'Could not sign that device out.';
+          $('phone-error').textContent = r.ok ? '' : 'Could not sign that device out.';
           await loadDevices();
           await loadActivity();
-        });
+        })().catch(failed));
         li.append(b);
       }
       return li;
@@ -51,6 +73,13 @@
     const res = await PhoneSession.api('/v1/me/audit?limit=20');
     if (!res.ok) return;
     const entries = await res.json();
+    if (!entries.length) {
+      const none = document.createElement('li');
+      none.className = 'small';
+      none.textContent = 'Nothing yet.';
+      document.getElementById('activity').replaceChildren(none);
+      return;
+    }
     document.getElementById('activity').replaceChildren(...entries.map(e => {
       const li = document.createElement('li');
       li.dataset.action = e.action;
@@ -67,15 +96,21 @@
   function openCode(text) {
     const m = /\/l\/([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)/.exec(text) || /^([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)$/.exec(text.trim());
     if (m) location.href = '/l/' + m[1];
-    else document.getElementById('phone-error').textContent = 'That is not a sign-in code.';
+    else $('phone-error').textContent = 'That is not a sign-in code.';
   }
 
-  document.getElementById('scan-form').addEventListener('submit', e => { e.preventDefault(); openCode(document.getElementById('scan-input').value); });
-  document.getElementById('camera').addEventListener('click', async () => {
+  $('scan-form').addEventListener('submit', e => { e.preventDefault(); openCode($('scan-input').value); });
+  $('camera').addEventListener('click', async () => {
     // The browser's own barcode detector where there is one; pasting works everywhere.
-    if (!('BarcodeDetector' in window)) { document.getElementById('phone-error').textContent = 'This browser cannot read QR codes; paste the link instead.'; return; }
-    const video = document.getElementById('video');
-    video.srcObject = await navigator.mediaDevices.getUserMedia({ video: { facingMode: 'environment' } });
+    if (!('BarcodeDetector' in window)) { $('phone-error').textContent = 'This browser cannot read QR codes; paste the link instead.'; return; }
+    const video = $('video');
+    try {
+      video.srcObject = await navigator.mediaDevices.getUserMedia({ video: { facingMode: 'environment' } });
+    } catch (e) {
+      // No camera, permission refused, or not a secure origin (http on another host than localhost).
+      $('phone-error').textContent = 'The camera could not be opened (' + (e.message || e.name) + '); paste the link instead.';
+      return;
+    }
     video.hidden = false;
     await video.play();
     const detector = new BarcodeDetector({ formats: ['qr_code'] });
@@ -87,5 +122,6 @@
     look();
   });
 
-  load().catch(e => { document.getElementById('phone-error').textContent = String(e); });
+  $('retry').addEventListener('click', () => location.reload());
+  load().catch(failed);
 })();
