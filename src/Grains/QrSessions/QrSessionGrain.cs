@@ -44,7 +44,10 @@ public sealed record QrSessionState
 /// (QR rotation, windows running out, deletion after the grace period) run on a grain timer while the session
 /// is active; a durable reminder brings it back if its silo dies; and every call applies what is overdue first,
 /// so a late timer never lets a caller act past a deadline.
+/// Placed on the silo of the gateway that created it: the desktop that waits on it is connected there, so its
+/// reads and pushes stay local (Orleans' default, resource-optimized placement may put it anywhere).
 /// </summary>
+[Orleans.Placement.PreferLocalPlacement]
 public sealed partial class QrSessionGrain(
     [PersistentState("session", OrleansNames.Storage)] IPersistentState<QrSessionState> session,
     QrSessionOptions options,
