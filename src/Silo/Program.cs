@@ -23,6 +23,8 @@ if (string.IsNullOrWhiteSpace(section["PublicOrigin"]))
     throw new InvalidOperationException("QrOrleans:PublicOrigin is required on a silo host: the address QR codes point at (the gateways' load balancer).");
 }
 builder.Services.AddQrGrainServices(section, cluster);
+// The session grains make the ceremony's spans here: exported when OTEL_EXPORTER_OTLP_ENDPOINT is set, as on a gateway.
+builder.AddQrOpenTelemetry();
 // The same silo as a gateway's co-hosted one: the providers, then the agent fleet's silo side.
 builder.UseOrleans(silo => silo.UseQrOrleansSilo(cluster).AddQrFleet());
 

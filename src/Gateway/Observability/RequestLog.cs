@@ -37,10 +37,6 @@ public static partial class RequestLog
         return logging;
     }
 
-    /// <summary>The path with anything secret replaced: /l/{token} is a live QR secret.</summary>
-    public static string RedactPath(string path) =>
-        path.StartsWith("/l/", StringComparison.OrdinalIgnoreCase) ? "/l/{token}" : path;
-
     public static IApplicationBuilder UseRequestLog(this IApplicationBuilder app)
     {
         var log = app.ApplicationServices.GetRequiredService<ILoggerFactory>().CreateLogger("QrOrleans.Gateway.Requests");
@@ -62,7 +58,7 @@ public static partial class RequestLog
             {
                 if (log.IsEnabled(LogLevel.Debug))
                 {
-                    LogRequest(log, context.Request.Method, RedactPath(path), context.Response.StatusCode,
+                    LogRequest(log, context.Request.Method, Silo.Hosting.Telemetry.RedactPath(path), context.Response.StatusCode,
                         Stopwatch.GetElapsedTime(started).TotalMilliseconds);
                 }
             }
