@@ -57,6 +57,7 @@ public static partial class AccountsApi
         accounts.MapPost("/{accountId}/messages", SendAsync);
         accounts.MapPost("/{accountId}/export", ExportAsync);
         accounts.MapPost("/{accountId}/import", ImportAsync);
+        accounts.MapPost("/{accountId}/unlink", UnlinkAsync);
         accounts.MapDelete("/{accountId}", DeleteAsync);
         app.MapPost("/v1/admin/vault/reseal", ResealAsync).WithTags("Operator");
         return app;
@@ -227,25 +228,41 @@ public static partial class AccountsApi
         return TypedResults.Ok(await grain.CompleteImportAsync(credentials, check, CancellationToken.None));
     }
 
-    private static async Task<NoContent> DeleteAsync(
+    /// <summary>Logs out and forgets the credentials; the account stays, <c>unlinked</c>, for a later pair or import.</summary>
+    private static async Task<Ok<AccountView>> UnlinkAsync(
         string accountId, IGrainFactory grains, PlatformConnectors connectors, [FromServices] ICredentialVault vault,
         ILoggerFactory logs, CancellationToken ct)
     {
         var unlinked = await Account(grains, accountId).UnlinkAsync(ct);
-        if (unlinked.SealedCredentials is { } sealedCredentials && connectors.TryGet(unlinked.Connector.Platform, out var connector))
-        {
-            // Best effort: the account is unlinked here whatever the platform says.
-            try
-            {
-                using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5));
-                await connector.LogoutAsync(unlinked.Connector.ToContext(), vault.Unseal(accountId, sealedCredentials), timeout.Token);
-            }
-            catch (Exception e)
-            {
-                LogLogoutFailed(logs.CreateLogger("QrOrleans.Accounts"), accountId, e.GetType().Name);
-            }
-        }
+        await LogOutAsync(accountId, unlinked, connectors, vault, logs);
+        return TypedResults.Ok(unlinked.Account!);
+    }
+
+    private static async Task<NoContent> DeleteAsync(
+        string accountId, IGrainFactory grains, PlatformConnectors connectors, [FromServices] ICredentialVault vault,
+        ILoggerFactory logs, CancellationToken ct)
+    {
+        await LogOutAsync(accountId, await Account(grains, accountId).DeleteAsync(ct), connectors, vault, logs);
         return TypedResults.NoContent();
+    }
+
+    /// <summary>Best effort: the account is unlinked here whatever the platform says.</summary>
+    private static async Task LogOutAsync(
+        string accountId, UnlinkResult unlinked, PlatformConnectors connectors, ICredentialVault vault, ILoggerFactory logs)
+    {
+        if (unlinked.SealedCredentials is not { } sealedCredentials || !connectors.TryGet(unlinked.Connector.Platform, out var connector))
+        {
+            return;
+        }
+        try
+        {
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+            await connector.LogoutAsync(unlinked.Connector.ToContext(), vault.Unseal(accountId, sealedCredentials), timeout.Token);
+        }
+        catch (Exception e)
+        {
+            LogLogoutFailed(logs.CreateLogger("QrOrleans.Accounts"), accountId, e.GetType().Name);
+        }
     }
 
     // ---- validation ----
