@@ -8,7 +8,7 @@ namespace QrOrleans.Cli;
 
 /// <summary>
 /// <c>qrorleans</c>: the command line of the people who run QrOrleans. An HTTP client of a server and nothing more.
-/// Exit codes: 0 done, 1 failed (the server's problem detail and code on stderr), 2 wrong usage, 130 interrupted.
+/// Exit codes: <see cref="ExitCodes"/>, listed in the root <c>--help</c> and the README.
 /// </summary>
 public static class Program
 {
@@ -64,7 +64,8 @@ public static class Program
 
         public RootCommand Build()
         {
-            var root = new RootCommand("qrorleans: sign in to a QrOrleans server by QR code, and operate its linked accounts and cluster.");
+            var root = new RootCommand("qrorleans: sign in to a QrOrleans server by QR code, and operate its linked accounts and cluster."
+                + Environment.NewLine + Environment.NewLine + ExitCodes.Help.ReplaceLineEndings());
             root.Options.Add(_server);
             root.Options.Add(_apiKey);
             root.Subcommands.Add(Login());
@@ -119,19 +120,33 @@ public static class Program
             var importId = AccountId();
             var importFile = new Option<string>("--file") { Description = "File holding the sealed string of an export", Required = true };
             var importPassphrase = new Option<string>("--passphrase-file") { Description = "File holding the export's passphrase", Required = true };
-            var import = new Command("import", "Import exported credentials; the account connects if they still work.") { importId, importFile, importPassphrase };
+            var import = new Command("import", "Import exported credentials into the account; it connects if the platform still accepts them (exit 1 if not).")
+            {
+                importId, importFile, importPassphrase,
+            };
             import.SetAction((parsed, ct) => GuardAsync(() => AccountsCommands.ImportAsync(OperatorClient(parsed), parsed.GetValue(importId)!,
                 parsed.GetValue(importFile)!, parsed.GetValue(importPassphrase)!, output, ct), ct));
 
             var unlinkId = AccountId();
-            var unlink = new Command("unlink", "Log the account out on its platform and wipe its credentials.") { unlinkId };
+            var unlink = new Command("unlink",
+                "Log the account out on its platform (exports of that session stop working) and forget its credentials. " +
+                "The account and its settings stay (state unlinked): " +
+                "'pair' or 'import' links it again. To remove the account, use 'delete'.") { unlinkId };
             unlink.SetAction((parsed, ct) => GuardAsync(() => AccountsCommands.UnlinkAsync(OperatorClient(parsed), parsed.GetValue(unlinkId)!, output, ct), ct));
+
+            var deleteId = AccountId();
+            var yes = new Option<bool>("--yes", "-y") { Description = "Delete without asking (required when not on a terminal)" };
+            var delete = new Command("delete",
+                "Remove the account for good: log it out, wipe its credentials, settings and pending webhooks. Asks first on a terminal.") { deleteId, yes };
+            delete.SetAction((parsed, ct) => GuardAsync(() => AccountsCommands.DeleteAsync(OperatorClient(parsed), parsed.GetValue(deleteId)!,
+                parsed.GetValue(yes), environment.Terminal, output, error, ct), ct));
 
             accounts.Subcommands.Add(list);
             accounts.Subcommands.Add(pair);
             accounts.Subcommands.Add(export);
             accounts.Subcommands.Add(import);
             accounts.Subcommands.Add(unlink);
+            accounts.Subcommands.Add(delete);
             return accounts;
         }
 

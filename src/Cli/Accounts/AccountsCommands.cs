@@ -1,4 +1,5 @@
 using System.Text.Json;
+using QrOrleans.Accounts;
 using QrOrleans.Cli.Hosting;
 
 namespace QrOrleans.Cli.Accounts;
@@ -14,7 +15,7 @@ public static class AccountsCommands
             JsonValueKind.Array => body.EnumerateArray().ToList(),
             JsonValueKind.Object when body.TryGetProperty("accounts", out var list) && list.ValueKind == JsonValueKind.Array => list.EnumerateArray().ToList(),
             JsonValueKind.Object when body.TryGetProperty("items", out var items) && items.ValueKind == JsonValueKind.Array => items.EnumerateArray().ToList(),
-            _ => throw new CliFailure($"{api.Server} did not answer GET /v1/accounts with a list."),
+            _ => throw new ServerUnavailable($"{api.Server} did not answer GET /v1/accounts with a list."),
         };
         if (accounts.Count == 0)
         {
@@ -42,7 +43,7 @@ public static class AccountsCommands
     {
         var passphrase = ReadSecretFile(passphraseFile, "passphrase");
         var reply = await api.PostAsync($"v1/accounts/{Uri.EscapeDataString(id)}/export", new { passphrase }, ct);
-        var sealedValue = ServerClient.String(reply.Body, "sealed") ?? throw new CliFailure($"{api.Server} answered the export without a sealed value.");
+        var sealedValue = ServerClient.String(reply.Body, "sealed") ?? throw new ServerUnavailable($"{api.Server} answered the export without a sealed value.");
         if (outputFile is null)
         {
             output.WriteLine(sealedValue);
@@ -53,7 +54,8 @@ public static class AccountsCommands
         {
             options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
         }
-        await using (var writer = new StreamWriter(outputFile, System.Text.Encoding.UTF8, options))
+        // No byte-order mark: the file holds the sealed string and a newline, nothing a reader has to strip.
+        await using (var writer = new StreamWriter(outputFile, new System.Text.UTF8Encoding(encoderShouldEmitUTF8Identifier: false), options))
         {
             await writer.WriteLineAsync(sealedValue.AsMemory(), ct);
         }
@@ -61,19 +63,58 @@ public static class AccountsCommands
         return ExitCodes.Ok;
     }
 
+    /// <summary>Exit code 0 only when the account ends connected: imported credentials the platform refuses are no success.</summary>
     public static async Task<int> ImportAsync(ServerClient api, string id, string file, string passphraseFile, TextWriter output, CancellationToken ct)
     {
         var sealedValue = ReadSecretFile(file, "sealed credentials");
         var passphrase = ReadSecretFile(passphraseFile, "passphrase");
         var account = (await api.PostAsync($"v1/accounts/{Uri.EscapeDataString(id)}/import", new { @sealed = sealedValue, passphrase }, ct)).Body;
-        output.WriteLine($"Imported the credentials of {id}; the account is {JsonFields.Text(account, "state") ?? "updated"}.");
-        return ExitCodes.Ok;
+        var state = JsonFields.Text(account, "state");
+        if (state == AccountStates.Connected)
+        {
+            output.WriteLine($"Imported the credentials of {id}; the account is connected.");
+            return ExitCodes.Ok;
+        }
+        var error = JsonFields.Child(account, "lastError");
+        var why = JsonFields.Text(error, "code") is { } code ? $" ({code}: {JsonFields.Text(error, "message") ?? JsonFields.Text(error, "class")})" : "";
+        throw new CliFailure(state switch
+        {
+            AccountStates.BadCredentials => $"The platform rejected the imported credentials of {id}{why}: the account is bad_credentials. " +
+                $"Link it anew with 'qrorleans accounts pair {id}'.",
+            AccountStates.TransientDisconnect => $"Imported the credentials of {id}, but the platform could not check them{why}: " +
+                "the account is transient_disconnect and retries on its own; follow it with 'qrorleans accounts list'.",
+            _ => $"Imported the credentials of {id}, but the account is {state ?? "in an unknown state"}{why}, not connected.",
+        });
     }
 
     public static async Task<int> UnlinkAsync(ServerClient api, string id, TextWriter output, CancellationToken ct)
     {
+        var account = (await api.PostAsync($"v1/accounts/{Uri.EscapeDataString(id)}/unlink", null, ct)).Body;
+        output.WriteLine($"Unlinked {id}: logged out on its platform, credentials forgotten; the account is {JsonFields.Text(account, "state") ?? AccountStates.Unlinked}. " +
+            $"Link it again with 'qrorleans accounts pair {id}' or 'import'.");
+        return ExitCodes.Ok;
+    }
+
+    /// <summary>Removes the account; on a terminal asks first, elsewhere only with <paramref name="confirmed"/> (--yes).</summary>
+    public static async Task<int> DeleteAsync(
+        ServerClient api, string id, bool confirmed, TextReader? terminal, TextWriter output, TextWriter error, CancellationToken ct)
+    {
+        if (!confirmed)
+        {
+            if (terminal is null)
+            {
+                throw new UsageFailure($"'accounts delete' removes {id} for good; not on a terminal, pass --yes to confirm.");
+            }
+            await error.WriteAsync($"Delete account {id} for good: log it out, wipe its credentials, settings and pending webhooks? [y/N] ");
+            await error.FlushAsync(ct);
+            var answer = (await terminal.ReadLineAsync(ct))?.Trim();
+            if (!string.Equals(answer, "y", StringComparison.OrdinalIgnoreCase) && !string.Equals(answer, "yes", StringComparison.OrdinalIgnoreCase))
+            {
+                throw new CliFailure($"Not confirmed; {id} was not deleted.");
+            }
+        }
         await api.DeleteAsync($"v1/accounts/{Uri.EscapeDataString(id)}", ct);
-        output.WriteLine($"Unlinked {id}: logged out on its platform, credentials wiped.");
+        output.WriteLine($"Deleted {id}: logged out on its platform, credentials and settings wiped, the account removed.");
         return ExitCodes.Ok;
     }
 
@@ -106,9 +147,9 @@ public static class AccountsCommands
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw new CliFailure($"Cannot read the {what} file {path}: {e.Message}");
+            throw new UsageFailure($"Cannot read the {what} file {path}: {e.Message}");
         }
         text = text.TrimEnd('\r', '\n');
-        return text.Length > 0 ? text : throw new CliFailure($"The {what} file {path} is empty.");
+        return text.Length > 0 ? text : throw new UsageFailure($"The {what} file {path} is empty.");
     }
 }

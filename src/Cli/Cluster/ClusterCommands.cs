@@ -13,7 +13,7 @@ public static class ClusterCommands
         var silos = JsonFields.Child(cluster, "silos");
         if (silos.ValueKind != JsonValueKind.Array)
         {
-            throw new CliFailure($"{api.Server} did not answer GET /v1/cluster like a QrOrleans server.");
+            throw new ServerUnavailable($"{api.Server} did not answer GET /v1/cluster like a QrOrleans server.");
         }
         output.WriteLine($"Silos ({silos.GetArrayLength()})");
         tables.Write(["ID", "ADDRESS", "STATUS", "STARTED", "LAST HEARTBEAT"], silos.EnumerateArray().Select(s => (IReadOnlyList<string?>)

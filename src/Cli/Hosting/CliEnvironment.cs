@@ -19,10 +19,17 @@ public sealed record CliEnvironment
     /// <summary>Standard output is a terminal: <c>login</c> redraws a live countdown in place.</summary>
     public bool Interactive { get; init; }
 
+    /// <summary>The terminal to ask for a confirmation on (null: standard input is not a terminal, so nobody can be asked).</summary>
+    public TextReader? Terminal { get; init; }
+
     /// <summary>The terminal's width in columns for tables (null: what the console reports, 80 when it cannot tell).</summary>
     public int? TerminalWidth { get; init; }
 
-    public static CliEnvironment FromProcess() => new() { Interactive = !Console.IsOutputRedirected };
+    public static CliEnvironment FromProcess() => new()
+    {
+        Interactive = !Console.IsOutputRedirected,
+        Terminal = Console.IsInputRedirected ? null : Console.In,
+    };
 
     /// <summary>$XDG_CONFIG_HOME/qrorleans, else ~/.config/qrorleans.</summary>
     public string ConfigDirectory

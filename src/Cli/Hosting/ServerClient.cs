@@ -8,7 +8,7 @@ public sealed record ServerReply(int Status, JsonElement Body);
 
 /// <summary>
 /// The CLI's calls to one QrOrleans server. Every refusal becomes a <see cref="ServerProblem"/> carrying the server's
-/// problem+json; network failures and timeouts become a <see cref="CliFailure"/>. The operator key is sent as a header
+/// problem+json; network failures and timeouts become a <see cref="ServerUnavailable"/>. The operator key is sent as a header
 /// and never appears in any message.
 /// </summary>
 public sealed class ServerClient(HttpClient http, Uri server, string? apiKey = null)
@@ -80,11 +80,11 @@ public sealed class ServerClient(HttpClient http, Uri server, string? apiKey = n
         }
         catch (OperationCanceledException) when (!ct.IsCancellationRequested)
         {
-            throw new CliFailure($"{server} did not answer within {limit.TotalSeconds:0} s.");
+            throw new ServerUnavailable($"{server} did not answer within {limit.TotalSeconds:0} s.");
         }
         catch (HttpRequestException e)
         {
-            throw new CliFailure($"Cannot reach {server}: {e.Message}");
+            throw new ServerUnavailable($"Cannot reach {server}: {e.Message}");
         }
     }
 

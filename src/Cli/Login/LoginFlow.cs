@@ -185,7 +185,7 @@ public sealed class LoginFlow(ServerClient api, CliEnvironment environment, Text
         }
     }
 
-    private CliFailure NotQrOrleans() => new($"{api.Server} did not answer like a QrOrleans server.");
+    private ServerUnavailable NotQrOrleans() => new($"{api.Server} did not answer like a QrOrleans server.");
 
     private sealed record Session(string Id, string DesktopToken)
     {

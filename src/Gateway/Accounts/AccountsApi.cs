@@ -89,9 +89,14 @@ public static partial class AccountsApi
             .WithDescription("Operator key. The account is connected if the platform still accepts them.")
             .ProducesProblems("validation_failed", "not_found", "cooling_down", "invalid_sealed", "wrong_passphrase", "wrong_account",
                 "credentials_tampered");
+        accounts.MapPost("/{accountId}/unlink", UnlinkAsync)
+            .WithSummary("Unlink the account, keeping it")
+            .WithDescription("Operator key. Logs out on the platform (best effort) and forgets the credentials; the account stays, "
+                + "state unlinked, for a later pair or import. Unlinking an unlinked account changes nothing.")
+            .ProducesProblems("not_found");
         accounts.MapDelete("/{accountId}", DeleteAsync)
-            .WithSummary("Unlink the account")
-            .WithDescription("Operator key. Logs out on the platform (best effort) and wipes the credentials.")
+            .WithSummary("Delete the account")
+            .WithDescription("Operator key. Logs out on the platform (best effort), wipes the credentials and removes the account.")
             .ProducesProblems("not_found");
         app.MapPost("/v1/admin/vault/reseal", ResealAsync).WithTags("Operator")
             .WithSummary("Re-seal every account's credentials under the current vault key")
@@ -266,25 +271,41 @@ public static partial class AccountsApi
         return TypedResults.Ok(await grain.CompleteImportAsync(credentials, check, CancellationToken.None));
     }
 
-    private static async Task<NoContent> DeleteAsync(
+    /// <summary>Logs out and forgets the credentials; the account stays, <c>unlinked</c>, for a later pair or import.</summary>
+    private static async Task<Ok<AccountView>> UnlinkAsync(
         string accountId, IGrainFactory grains, PlatformConnectors connectors, [FromServices] ICredentialVault vault,
         ILoggerFactory logs, CancellationToken ct)
     {
         var unlinked = await Account(grains, accountId).UnlinkAsync(ct);
-        if (unlinked.SealedCredentials is { } sealedCredentials && connectors.TryGet(unlinked.Connector.Platform, out var connector))
-        {
-            // Best effort: the account is unlinked here whatever the platform says.
-            try
-            {
-                using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5));
-                await connector.LogoutAsync(unlinked.Connector.ToContext(), vault.Unseal(accountId, sealedCredentials), timeout.Token);
-            }
-            catch (Exception e)
-            {
-                LogLogoutFailed(logs.CreateLogger("QrOrleans.Accounts"), accountId, e.GetType().Name);
-            }
-        }
+        await LogOutAsync(accountId, unlinked, connectors, vault, logs);
+        return TypedResults.Ok(unlinked.Account!);
+    }
+
+    private static async Task<NoContent> DeleteAsync(
+        string accountId, IGrainFactory grains, PlatformConnectors connectors, [FromServices] ICredentialVault vault,
+        ILoggerFactory logs, CancellationToken ct)
+    {
+        await LogOutAsync(accountId, await Account(grains, accountId).DeleteAsync(ct), connectors, vault, logs);
         return TypedResults.NoContent();
+    }
+
+    /// <summary>Best effort: the account is unlinked here whatever the platform says.</summary>
+    private static async Task LogOutAsync(
+        string accountId, UnlinkResult unlinked, PlatformConnectors connectors, ICredentialVault vault, ILoggerFactory logs)
+    {
+        if (unlinked.SealedCredentials is not { } sealedCredentials || !connectors.TryGet(unlinked.Connector.Platform, out var connector))
+        {
+            return;
+        }
+        try
+        {
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+            await connector.LogoutAsync(unlinked.Connector.ToContext(), vault.Unseal(accountId, sealedCredentials), timeout.Token);
+        }
+        catch (Exception e)
+        {
+            LogLogoutFailed(logs.CreateLogger("QrOrleans.Accounts"), accountId, e.GetType().Name);
+        }
     }
 
     // ---- validation ----

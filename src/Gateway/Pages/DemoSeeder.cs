@@ -1,5 +1,7 @@
+using QrOrleans.Accounts;
 using QrOrleans.Gateway.Auth;
 using QrOrleans.Gateway.Users;
+using QrOrleans.Grains.Vault;
 using QrOrleans.Users;
 
 namespace QrOrleans.Gateway.Pages;
@@ -45,6 +47,12 @@ public sealed class DemoSeeder(
         }
         lines.Add($"  Cluster dashboard (operator key): {origin}/dashboard   Orleans dashboard: {origin}/dashboard/orleans/");
         lines.Add($"  API reference: {origin}/openapi (document: {origin}/openapi/v1.json)   Health: {origin}/healthz");
+        if (services.GetRequiredService<ICredentialVault>() is CredentialVault { IsEphemeral: true })
+        {
+            lines.Add("  Warning: no credential vault key. Linked accounts are sealed under a key of this run only and need re-pairing");
+            lines.Add("  after a restart. Set QrOrleans:Vault:Keys:1 (32 random bytes in base64: openssl rand -base64 32) and");
+            lines.Add("  QrOrleans:Vault:CurrentVersion=1 (environment: QrOrleans__Vault__Keys__1, QrOrleans__Vault__CurrentVersion).");
+        }
         lines.Add("");
         // Console, not the logger: these lines are for the person who started the server, not for log storage.
         Console.WriteLine(string.Join(Environment.NewLine, lines));

@@ -172,9 +172,13 @@ public sealed record PlatformFailure(
 [GenerateSerializer, Immutable, Alias("qrorleans.SendGrant")]
 public sealed record SendGrant([property: Id(0)] ConnectorBinding Connector, [property: Id(1)] string SealedCredentials, [property: Id(2)] long CredentialGeneration);
 
-/// <summary>What DELETE needs for its best-effort logout; the account itself is already unlinked.</summary>
+/// <summary>
+/// What an unlink or a delete needs for its best-effort logout (the credentials it forgot, if any); the account
+/// itself is already unlinked. <see cref="Account"/> is the account kept by an unlink, null after a delete.
+/// </summary>
 [GenerateSerializer, Immutable, Alias("qrorleans.UnlinkResult")]
-public sealed record UnlinkResult([property: Id(0)] ConnectorBinding Connector, [property: Id(1)] string? SealedCredentials);
+public sealed record UnlinkResult(
+    [property: Id(0)] ConnectorBinding Connector, [property: Id(1)] string? SealedCredentials, [property: Id(2)] AccountView? Account = null);
 
 /// <summary>
 /// A linked account of the agent fleet (ARCHITECTURE.md, Linked account). Its activation is the one holder of
@@ -232,9 +236,16 @@ public interface ILinkedAccountGrain : IGrainWithStringKey
     [Alias("CompleteImport")]
     Task<AccountView> CompleteImportAsync(string credentials, PlatformFailure? check, CancellationToken ct = default);
 
-    /// <summary>Wipes credentials and removes the account once its last notices are handed to the outbox.</summary>
-    [Alias("Unlink")]
+    /// <summary>
+    /// Forgets the credentials and keeps the account, its settings and its pending notices: it is <c>unlinked</c>
+    /// and may be paired or imported into again. An account already unlinked without credentials is left as it is.
+    /// </summary>
+    [Alias("UnlinkKeepingAccount")]
     Task<UnlinkResult> UnlinkAsync(CancellationToken ct = default);
+
+    /// <summary>Wipes credentials and removes the account once its last notices are handed to the outbox.</summary>
+    [Alias("Delete")]
+    Task<UnlinkResult> DeleteAsync(CancellationToken ct = default);
 
     // recovery
 

@@ -111,7 +111,7 @@ public sealed partial class LinkedAccountGrain(
         var platform = settings.Platform ?? existing.Config.Platform;
         if (platform != existing.Config.Platform && (existing.SealedCredentials is not null || existing.State == Pairing))
         {
-            throw AccountErrors.InvalidState(existing.State, $"move to platform '{platform}' (delete it first)");
+            throw AccountErrors.InvalidState(existing.State, $"move to platform '{platform}' (unlink it first)");
         }
         var old = existing.Config;
         var config = old with
@@ -143,8 +143,10 @@ public sealed partial class LinkedAccountGrain(
                 return View(s); // already running: asking again changes nothing
             case CoolingDown:
                 throw AccountErrors.CoolingDown(s.CooldownUntil!.Value);
+            case Stopped or Unlinked when s.CooldownUntil > Now: // a cool-down kept through a stop or an unlink
+                throw AccountErrors.CoolingDown(s.CooldownUntil.Value);
             case Connected or TransientDisconnect:
-                throw AccountErrors.InvalidState(s.State, "pair (delete it first to link it anew)");
+                throw AccountErrors.InvalidState(s.State, "pair (unlink it first to link it anew)");
         }
         var p = s.Config.Pairing;
         var attempt = s.PairingAttempts + 1;
@@ -239,7 +241,7 @@ public sealed partial class LinkedAccountGrain(
     public async Task<ConnectorBinding> BeginImportAsync(CancellationToken ct)
     {
         var s = await RequireAsync().ConfigureAwait(true);
-        if (s.State == CoolingDown)
+        if (s.State == CoolingDown || s.CooldownUntil > Now)
         {
             throw AccountErrors.CoolingDown(s.CooldownUntil!.Value);
         }
@@ -249,7 +251,7 @@ public sealed partial class LinkedAccountGrain(
     public async Task<AccountView> CompleteImportAsync(string credentials, PlatformFailure? check, CancellationToken ct)
     {
         var s = await RequireAsync().ConfigureAwait(true);
-        if (s.State == CoolingDown)
+        if (s.State == CoolingDown || s.CooldownUntil > Now)
         {
             throw AccountErrors.CoolingDown(s.CooldownUntil!.Value);
         }
@@ -277,9 +279,32 @@ public sealed partial class LinkedAccountGrain(
     public async Task<UnlinkResult> UnlinkAsync(CancellationToken ct)
     {
         var s = await RequireAsync().ConfigureAwait(true);
+        if (s is { State: Unlinked, SealedCredentials: null })
+        {
+            return new UnlinkResult(Binding(s), null, View(s));
+        }
+        var forgotten = s.SealedCredentials;
+        var now = Now;
+        // A cool-down in progress is kept (as by stop): pairing or importing again must not call the platform before its end.
+        s = Forget(WithdrawQr(s)) with
+        {
+            CooldownUntil = s.CooldownUntil > now ? s.CooldownUntil : null,
+            RetryAttempt = 0,
+            DisconnectedSince = null,
+            DisconnectNoticeSent = false,
+            NotBefore = null,
+        };
+        s = Notify(Enter(s, Unlinked), WebhookEvents.AccountUnlinked, new AccountEvent(WebhookEvents.AccountUnlinked, Key, now, Unlinked));
+        // Leaving the live states stops the worker (AfterChange); a late report of it finds another generation.
+        var view = await CommitAsync(s).ConfigureAwait(true);
+        return new UnlinkResult(Binding(s), forgotten, view);
+    }
+
+    public async Task<UnlinkResult> DeleteAsync(CancellationToken ct)
+    {
+        var s = await RequireAsync().ConfigureAwait(true);
         var result = new UnlinkResult(Binding(s), s.SealedCredentials);
-        s = WithdrawQr(s) with { SealedCredentials = null, CredentialGeneration = s.CredentialGeneration + 1, LinkedAt = null };
-        s = Notify(Enter(s, Deleted), WebhookEvents.AccountUnlinked, new AccountEvent(WebhookEvents.AccountUnlinked, Key, Now, Unlinked));
+        s = Notify(Enter(Forget(WithdrawQr(s)), Deleted), WebhookEvents.AccountUnlinked, new AccountEvent(WebhookEvents.AccountUnlinked, Key, Now, Unlinked));
         await CommitAsync(s, publish: false).ConfigureAwait(true);
         return result;
     }
@@ -563,6 +588,10 @@ public sealed partial class LinkedAccountGrain(
         s.State == next
             ? s
             : s with { State = next, StateSince = Now, CheckDue = false, CheckAt = next == Connected ? Now + options.HealthInterval : null };
+
+    /// <summary>No credentials any more; a report about the old ones finds another generation and is ignored.</summary>
+    private static LinkedAccountState Forget(LinkedAccountState s) =>
+        s with { SealedCredentials = null, CredentialGeneration = s.CredentialGeneration + 1, LinkedAt = null };
 
     private static LinkedAccountState Reconnected(LinkedAccountState s) =>
         s with { RetryAttempt = 0, DisconnectedSince = null, DisconnectNoticeSent = false, CooldownUntil = null };

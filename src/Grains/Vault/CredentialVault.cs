@@ -19,7 +19,7 @@ namespace QrOrleans.Grains.Vault;
 /// (check matches, tag fails). The associated data is the whole header, rebuilt with the importing account's id.
 /// </para>
 /// Strings are canonical: any other spelling of the same bytes is <c>invalid_sealed</c>, so every change to a
-/// sealed string is detected. Nothing is logged but the one ephemeral-key warning, which carries no key material.
+/// sealed string is detected. Nothing is logged here; the hosts give <see cref="EphemeralKeyWarning"/> once at start-up.
 /// The instance is immutable and thread-safe.
 /// </summary>
 public sealed class CredentialVault : ICredentialVault
@@ -30,6 +30,13 @@ public sealed class CredentialVault : ICredentialVault
     public const int MaxExportIterations = 10_000_000;
 
     public const int MinPassphraseLength = 12;
+
+    /// <summary>What a host says at start-up when <see cref="IsEphemeral"/>: the consequence and the settings that fix it.</summary>
+    public const string EphemeralKeyWarning =
+        "QrOrleans:Vault has no keys: linked-account credentials are sealed under an ephemeral key generated at start " +
+        "and will not survive a restart (every linked account will need re-pairing). To keep them, set " +
+        "QrOrleans:Vault:Keys:1=<32 random bytes in base64, e.g. `openssl rand -base64 32`> " +
+        "and QrOrleans:Vault:CurrentVersion=1 (environment: QrOrleans__Vault__Keys__1, QrOrleans__Vault__CurrentVersion).";
 
     private const string SealedPrefix = "v1";
     private const string ExportPrefix = "x1";
@@ -45,9 +52,8 @@ public sealed class CredentialVault : ICredentialVault
     private readonly Dictionary<int, byte[]> _keys;
     private readonly int _exportIterations;
 
-    /// <param name="warn">Receives the one warning the vault may give (no keys configured); never key material.</param>
     /// <exception cref="InvalidOperationException">The configuration is inconsistent (the message names the setting, never a key).</exception>
-    public CredentialVault(VaultOptions options, Action<string>? warn = null)
+    public CredentialVault(VaultOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
         _exportIterations = options.ExportIterations;
@@ -66,11 +72,6 @@ public sealed class CredentialVault : ICredentialVault
             CurrentVersion = -RandomNumberGenerator.GetInt32(1, int.MaxValue);
             _keys[CurrentVersion] = RandomNumberGenerator.GetBytes(KeySize);
             IsEphemeral = true;
-            warn?.Invoke(
-                "QrOrleans:Vault has no keys: linked-account credentials are sealed under an ephemeral key generated at start " +
-                "and will not survive a restart (every linked account will need re-pairing). To keep them, set " +
-                "QrOrleans:Vault:Keys:1=<32 random bytes in base64, e.g. `openssl rand -base64 32` or CredentialVault.GenerateKey()> " +
-                "and QrOrleans:Vault:CurrentVersion=1 (environment: QrOrleans__Vault__Keys__1, QrOrleans__Vault__CurrentVersion).");
             return;
         }
         if (!_keys.ContainsKey(options.CurrentVersion))

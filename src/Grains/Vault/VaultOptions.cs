@@ -9,7 +9,8 @@ namespace QrOrleans.Grains.Vault;
 /// </code>
 /// New values are sealed under <see cref="CurrentVersion"/>; every configured key still opens what it sealed, so a
 /// retired key stays in the ring until <see cref="VaultRotation"/> has resealed everything under the current one.
-/// With no keys and no current version (the embedded default) the vault runs on an ephemeral key and says so.
+/// With no keys and no current version (the embedded default) the vault runs on an ephemeral key, and each host
+/// says so once at start-up (<see cref="CredentialVault.EphemeralKeyWarning"/>).
 /// </summary>
 public sealed class VaultOptions
 {

@@ -42,8 +42,8 @@ public static class GrainServices
         // An agent links itself to this very cluster by default: QR URLs and the connector share the public origin.
         services.AddSingleton<IPlatformConnector>(sp => new QrOrleansConnector(connectorHttp, () => new Uri(sp.GetRequiredService<QrSessionOptions>().PublicOrigin)));
         var vaultOptions = section.GetSection("Vault").Get<VaultOptions>() ?? new VaultOptions();
-        services.TryAddSingleton<ICredentialVault>(sp => new CredentialVault(vaultOptions,
-            warning => sp.GetRequiredService<ILoggerFactory>().CreateLogger("QrOrleans.Vault").LogWarning("{Warning}", warning)));
+        services.TryAddSingleton<ICredentialVault>(_ => new CredentialVault(vaultOptions));
+        services.AddHostedService<VaultStartupCheck>();
         services.AddQrFleet();
         return services;
     }

@@ -162,4 +162,38 @@ public sealed class AccountsApiTests(FleetNodeFixture fixture) : IClassFixture<F
         (await Fleet.PairAsync(id)).EnsureStatus(202);
         await Fleet.WaitForStateAsync(id, "connected");
     }
+    [Fact]
+    public async Task Unlinking_logs_out_and_forgets_the_credentials_but_keeps_the_account_for_a_new_link()
+    {
+        await using var owner = await WebhookReceiver.StartAsync();
+        var id = Fleet.NewId("unlink");
+        await Fleet.LinkAsync(id, owner);
+        const string passphrase = "correct horse battery staple";
+        var before = (await Fleet.PostAsync($"/v1/accounts/{id}/export", new { passphrase })).EnsureStatus(200).Body.GetProperty("sealed").GetString();
+
+        var unlinked = (await Fleet.PostAsync($"/v1/accounts/{id}/unlink")).EnsureStatus(200).Body;
+
+        Assert.Equal(("unlinked", false), (unlinked.GetProperty("state").GetString(), unlinked.TryGetProperty("linkedAt", out _)));
+        Assert.Equal(0, SandboxPlatform.Shared.SessionCount(id)); // logged out on the platform
+        Assert.Equal("unlinked", await Fleet.StateAsync(id));
+        Assert.Contains((await Fleet.Api.SendAsync(HttpMethod.Get, "/v1/accounts", null, apiKey: GatewayNode.AdminKey)).EnsureStatus(200).Body.EnumerateArray(),
+            a => a.GetProperty("id").GetString() == id);
+        Assert.Equal((409, "no_credentials"), (await Fleet.PostAsync($"/v1/accounts/{id}/export", new { passphrase })).Of());
+        Assert.Equal((409, "not_connected"), (await Fleet.SendAsync(id)).Of());
+        Assert.Equal("unlinked", (await Fleet.PostAsync($"/v1/accounts/{id}/unlink")).EnsureStatus(200).Body.GetProperty("state").GetString()); // again: nothing changes
+        Assert.Equal(["pairing.qr", "pairing.scanned", "pairing.withdrawn", "account.connected", "account.unlinked"],
+            (await owner.WaitForEventAsync("account.unlinked")).Select(d => d.Event));
+
+        // The account answers an import: the session exported before the unlink was logged out, and the platform says so.
+        var stale = (await Fleet.PostAsync($"/v1/accounts/{id}/import", new { @sealed = before, passphrase })).EnsureStatus(200).Body;
+        Assert.Equal("bad_credentials", stale.GetProperty("state").GetString());
+
+        // Pairing links it anew, with the settings it kept, and an import into it connects when the platform accepts the session.
+        (await Fleet.PairAsync(id)).EnsureStatus(202);
+        var relinked = await Fleet.WaitForStateAsync(id, "connected");
+        Assert.Equal((id, 100), (relinked.GetProperty("displayName").GetString(), relinked.GetProperty("rateBudget").GetProperty("capacity").GetInt32()));
+        var after = (await Fleet.PostAsync($"/v1/accounts/{id}/export", new { passphrase })).EnsureStatus(200).Body.GetProperty("sealed").GetString();
+        Assert.Equal("connected", (await Fleet.PostAsync($"/v1/accounts/{id}/import", new { @sealed = after, passphrase })).EnsureStatus(200)
+            .Body.GetProperty("state").GetString());
+    }
 }

@@ -174,7 +174,7 @@ public sealed partial class CliTests(CliNodeFixture fixture) : IClassFixture<Cli
     }
 
     [Fact]
-    public async Task A_bad_api_key_prints_the_servers_problem_and_exits_1_without_echoing_the_key()
+    public async Task A_bad_api_key_prints_the_servers_problem_and_exits_3_without_echoing_the_key()
     {
         const string wrongKey = "wrong-key-0123456789";
         var flag = await CliRun.RunAsync(["cluster", "status", "--server", Server, "--api-key", wrongKey], Environment());
@@ -182,7 +182,7 @@ public sealed partial class CliTests(CliNodeFixture fixture) : IClassFixture<Cli
 
         foreach (var result in new[] { flag, variable })
         {
-            Assert.Equal(1, result.ExitCode);
+            Assert.Equal(3, result.ExitCode);
             Assert.Contains("unauthenticated", result.Error, StringComparison.Ordinal);
             Assert.Contains("Send the operator key in the X-Api-Key header.", result.Error, StringComparison.Ordinal);
             Assert.Contains("HTTP 401", result.Error, StringComparison.Ordinal);
@@ -204,27 +204,22 @@ public sealed partial class CliTests(CliNodeFixture fixture) : IClassFixture<Cli
         var help = await CliRun.RunAsync(["--help"], Environment());
         Assert.Equal(0, help.ExitCode);
         Assert.Contains("login", help.Output, StringComparison.Ordinal);
+        Assert.Matches(@"Exit codes:\s+0\s+done\s+1\s+the command ran but did not achieve its goal", help.Output);
+        Assert.Matches(@"\n\s+3\s+the server refused", help.Output);
     }
 
     [Fact]
     public async Task An_unreachable_server_is_an_error_not_a_crash()
     {
         var result = await CliRun.RunAsync(["cluster", "status", "--server", "http://127.0.0.1:9"], Environment(apiKey: "k"));
-        Assert.Equal(1, result.ExitCode);
+        Assert.Equal(4, result.ExitCode);
         Assert.StartsWith("error: Cannot reach http://127.0.0.1:9/", result.Error, StringComparison.Ordinal);
     }
 
     [Fact]
-    public async Task Accounts_list_shows_an_account_of_the_real_api_and_unlink_removes_its_link()
+    public async Task Accounts_list_shows_an_account_of_the_real_api_unlink_keeps_it_and_delete_removes_it_once_confirmed()
     {
-        var id = "cli-bot-" + Guid.NewGuid().ToString("N")[..8];
-        var put = await Api.SendAsync(HttpMethod.Put, "/v1/accounts/" + id,
-            new
-            {
-                platform = "sandbox", displayName = "CLI test bot", connector = new { autoConfirm = false },
-                owner = new { webhookUrl = "http://127.0.0.1:9/owner-inbox", webhookSecret = "cli-test-webhook-secret" },
-            }, apiKey: GatewayNode.AdminKey);
-        Assert.True(put.Status is 200 or 201, put.Text);
+        var id = await NewAccountAsync("cli-bot", autoConfirm: false);
         var environment = Environment(apiKey: GatewayNode.AdminKey, server: Server);
 
         var list = await CliRun.RunAsync(["accounts", "list"], environment);
@@ -232,10 +227,85 @@ public sealed partial class CliTests(CliNodeFixture fixture) : IClassFixture<Cli
         Assert.Equal((0, ""), (list.ExitCode, list.Error));
         Assert.Matches(@"^ID\s+PLATFORM\s+STATE", list.Output);
         var row = list.Output.Split('\n').Single(l => l.StartsWith(id + " ", StringComparison.Ordinal));
-        Assert.Matches($@"^{id}\s+sandbox\s+{put.Body.GetProperty("state").GetString()}\s", row);
+        Assert.Matches($@"^{id}\s+sandbox\s+unlinked\s", row);
 
+        (await Api.SendAsync(HttpMethod.Post, $"/v1/accounts/{id}/pair", null, apiKey: GatewayNode.AdminKey)).EnsureStatus(202);
         var unlink = await CliRun.RunAsync(["accounts", "unlink", id], environment);
         Assert.Equal((0, ""), (unlink.ExitCode, unlink.Error));
+        Assert.Contains("the account is unlinked", unlink.Output, StringComparison.Ordinal);
+        Assert.Equal("unlinked", (await AccountAsync(id)).GetProperty("state").GetString()); // kept, with nothing running
+        Assert.Equal(0, (await CliRun.RunAsync(["accounts", "pair", id], environment)).ExitCode); // and it links again
+
+        // Not on a terminal, nobody can be asked: without --yes nothing is deleted.
+        var unconfirmed = await CliRun.RunAsync(["accounts", "delete", id], environment);
+        Assert.Equal((2, ""), (unconfirmed.ExitCode, unconfirmed.Output));
+        Assert.Contains("pass --yes", unconfirmed.Error, StringComparison.Ordinal);
+        Assert.Equal("pairing", (await AccountAsync(id)).GetProperty("state").GetString());
+
+        var delete = await CliRun.RunAsync(["accounts", "delete", id, "--yes"], environment);
+        Assert.Equal((0, ""), (delete.ExitCode, delete.Error));
+        var gone = await Api.SendAsync(HttpMethod.Get, "/v1/accounts/" + id, null, apiKey: GatewayNode.AdminKey);
+        Assert.Equal((404, "not_found"), (gone.Status, gone.Code));
+    }
+
+    [Fact]
+    public async Task Export_writes_the_sealed_string_without_a_byte_order_mark_and_an_import_the_platform_rejects_exits_1()
+    {
+        var id = await NewAccountAsync("cli-import", autoConfirm: true);
+        (await Api.SendAsync(HttpMethod.Post, $"/v1/accounts/{id}/pair", null, apiKey: GatewayNode.AdminKey)).EnsureStatus(202);
+        await WaitForStateAsync(id, "connected");
+        var environment = Environment(apiKey: GatewayNode.AdminKey, server: Server);
+        var passphraseFile = Path.Combine(_home, "passphrase");
+        await File.WriteAllTextAsync(passphraseFile, "correct horse battery staple\n");
+        var sealedFile = Path.Combine(_home, id + ".sealed");
+
+        var export = await CliRun.RunAsync(["accounts", "export", id, "--passphrase-file", passphraseFile, "--output", sealedFile], environment);
+
+        Assert.Equal((0, ""), (export.ExitCode, export.Error));
+        var bytes = await File.ReadAllBytesAsync(sealedFile);
+        Assert.Equal("x1.", Encoding.ASCII.GetString(bytes, 0, 3)); // the sealed string itself, no EF BB BF before it
+        Assert.Equal((byte)'\n', bytes[^1]);
+
+        var accepted = await CliRun.RunAsync(["accounts", "import", id, "--file", sealedFile, "--passphrase-file", passphraseFile], environment);
+        Assert.Equal((0, ""), (accepted.ExitCode, accepted.Error));
+        Assert.Contains("the account is connected", accepted.Output, StringComparison.Ordinal);
+
+        // The platform forgets the session: the same credentials are now refused, and the command says it failed.
+        QrOrleans.Grains.Connectors.Sandbox.SandboxPlatform.Shared.RevokeSessions(id);
+        var rejected = await CliRun.RunAsync(["accounts", "import", id, "--file", sealedFile, "--passphrase-file", passphraseFile], environment);
+
+        Assert.Equal(1, rejected.ExitCode);
+        Assert.Equal("", rejected.Output);
+        Assert.StartsWith($"error: The platform rejected the imported credentials of {id}", rejected.Error, StringComparison.Ordinal);
+        Assert.Contains("the account is bad_credentials", rejected.Error, StringComparison.Ordinal);
+        Assert.Contains($"qrorleans accounts pair {id}", rejected.Error, StringComparison.Ordinal);
+        Assert.Equal("bad_credentials", (await AccountAsync(id)).GetProperty("state").GetString());
+    }
+
+    private async Task<string> NewAccountAsync(string prefix, bool autoConfirm)
+    {
+        var id = prefix + "-" + Guid.NewGuid().ToString("N")[..8];
+        var put = await Api.SendAsync(HttpMethod.Put, "/v1/accounts/" + id,
+            new
+            {
+                platform = "sandbox", displayName = "CLI test bot", connector = new { autoConfirm },
+                owner = new { webhookUrl = "http://127.0.0.1:9/owner-inbox", webhookSecret = "cli-test-webhook-secret" },
+            }, apiKey: GatewayNode.AdminKey);
+        Assert.True(put.Status is 201, put.Text);
+        return id;
+    }
+
+    private async Task<JsonElement> AccountAsync(string id) =>
+        (await Api.SendAsync(HttpMethod.Get, "/v1/accounts/" + id, null, apiKey: GatewayNode.AdminKey)).EnsureStatus(200).Body;
+
+    private async Task WaitForStateAsync(string id, string state)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(15);
+        while ((await AccountAsync(id)).GetProperty("state").GetString() != state)
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"{id} did not become {state}.");
+            await Task.Delay(50);
+        }
     }
 
     // Beyond what a fresh account can do: the CLI against a stand-in that answers as API.md says.
@@ -301,7 +371,7 @@ public sealed partial class CliTests(CliNodeFixture fixture) : IClassFixture<Cli
 
         var export = await CliRun.RunAsync(["accounts", "export", "support-bot", "--passphrase-file", passphraseFile, "--output", sealedFile], environment);
         Assert.Equal(0, export.ExitCode);
-        Assert.Equal("qrx1.sealed-blob", (await File.ReadAllTextAsync(sealedFile)).Trim());
+        Assert.Equal("qrx1.sealed-blob\n", Encoding.ASCII.GetString(await File.ReadAllBytesAsync(sealedFile))); // no byte-order mark
         Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(sealedFile));
         Assert.Equal("correct horse battery staple", JsonDocument.Parse(server.Requests[0].Body!).RootElement.GetProperty("passphrase").GetString());
         Assert.DoesNotContain("correct horse", export.Output, StringComparison.Ordinal);
@@ -313,17 +383,19 @@ public sealed partial class CliTests(CliNodeFixture fixture) : IClassFixture<Cli
         Assert.Equal(("qrx1.sealed-blob", "correct horse battery staple"), (sent.GetProperty("sealed").GetString(), sent.GetProperty("passphrase").GetString()));
 
         var missing = await CliRun.RunAsync(["accounts", "import", "support-bot", "--file", Path.Combine(_home, "nope"), "--passphrase-file", passphraseFile], environment);
-        Assert.Equal(1, missing.ExitCode);
+        Assert.Equal(2, missing.ExitCode);
         Assert.Contains("Cannot read the sealed credentials file", missing.Error, StringComparison.Ordinal);
     }
 
     [Fact]
-    public async Task Pair_and_unlink_call_the_api_and_its_refusals_come_back_with_their_code()
+    public async Task Pair_unlink_and_delete_call_the_api_and_its_refusals_come_back_with_their_code()
     {
         var server = new StandIn(request => (request.Method.Method, request.RequestUri!.AbsolutePath) switch
         {
             ("POST", "/v1/accounts/support-bot/pair") => StandIn.Json(HttpStatusCode.Accepted, """{ "id": "support-bot", "state": "pairing" }"""),
+            ("POST", "/v1/accounts/support-bot/unlink") => StandIn.Json(HttpStatusCode.OK, """{ "id": "support-bot", "state": "unlinked" }"""),
             ("DELETE", "/v1/accounts/support-bot") => new HttpResponseMessage(HttpStatusCode.NoContent),
+            ("GET", "/v1/cluster") => StandIn.Json(HttpStatusCode.ServiceUnavailable, """{"status":503,"code":"cluster_unavailable","detail":"No silo answers."}"""),
             _ => StandIn.Json(HttpStatusCode.NotFound, """{"status":404,"code":"not_found","title":"Not found","detail":"The account was not found."}"""),
         });
         var environment = Environment(apiKey: "op-key", handler: server, server: "http://accounts.test");
@@ -331,9 +403,36 @@ public sealed partial class CliTests(CliNodeFixture fixture) : IClassFixture<Cli
         var pair = await CliRun.RunAsync(["accounts", "pair", "support-bot"], environment);
         Assert.Equal((0, true), (pair.ExitCode, pair.Output.Contains("State: pairing", StringComparison.Ordinal)));
         Assert.Equal(0, (await CliRun.RunAsync(["accounts", "unlink", "support-bot"], environment)).ExitCode);
+        Assert.Equal(0, (await CliRun.RunAsync(["accounts", "delete", "support-bot", "-y"], environment)).ExitCode);
+        Assert.Equal(["POST /v1/accounts/support-bot/pair", "POST /v1/accounts/support-bot/unlink", "DELETE /v1/accounts/support-bot"],
+            server.Requests.Select(r => $"{r.Method} {r.Path}"));
+
         var unknown = await CliRun.RunAsync(["accounts", "unlink", "nobody"], environment);
-        Assert.Equal(1, unknown.ExitCode);
+        Assert.Equal(3, unknown.ExitCode);
         Assert.Equal("error: The account was not found. (not_found, HTTP 404)", unknown.Error.Trim());
+        var failing = await CliRun.RunAsync(["cluster", "status"], environment);
+        Assert.Equal(4, failing.ExitCode);
+        Assert.Equal("error: No silo answers. (cluster_unavailable, HTTP 503)", failing.Error.Trim());
+    }
+
+    [Theory]
+    [InlineData("y\n", 0)]
+    [InlineData("yes\n", 0)]
+    [InlineData("n\n", 1)]
+    [InlineData("\n", 1)]
+    [InlineData("", 1)] // the terminal closed
+    public async Task On_a_terminal_delete_asks_first_and_deletes_only_when_told_yes(string answer, int exitCode)
+    {
+        var server = new StandIn(_ => new HttpResponseMessage(HttpStatusCode.NoContent));
+        var terminal = Environment(apiKey: "op-key", handler: server, server: "http://accounts.test") with { Terminal = new StringReader(answer) };
+
+        var result = await CliRun.RunAsync(["accounts", "delete", "support-bot"], terminal);
+
+        Assert.Equal(exitCode, result.ExitCode);
+        Assert.StartsWith("Delete account support-bot for good", result.Error, StringComparison.Ordinal);
+        Assert.Contains("[y/N]", result.Error, StringComparison.Ordinal);
+        Assert.Equal(exitCode == 0 ? ["DELETE /v1/accounts/support-bot"] : [], server.Requests.Select(r => $"{r.Method} {r.Path}"));
+        Assert.Contains(exitCode == 0 ? "Deleted support-bot" : "support-bot was not deleted", result.Output + result.Error, StringComparison.Ordinal);
     }
 
     private CliEnvironment Environment(string? apiKey = null, string? server = null, HttpMessageHandler? handler = null)
