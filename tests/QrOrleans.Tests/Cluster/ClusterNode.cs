@@ -356,7 +356,7 @@ public abstract class ClusterFixture : IAsyncLifetime
     /// <summary>Runs a test body; on failure the exception carries the tail of every node's output.</summary>
     public Task RunAsync(Func<Task> test, int lines = 40) => Diagnostics.RunAsync(Nodes, test, lines);
 
-    public async ValueTask DisposeAsync()
+    public virtual async ValueTask DisposeAsync()
     {
         foreach (var node in Nodes)
         {

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json;
+using QrOrleans.Tests.Observability;
 using static QrOrleans.Tests.Cluster.ClusterCalls;
 
 namespace QrOrleans.Tests.Cluster;
@@ -8,6 +9,18 @@ namespace QrOrleans.Tests.Cluster;
 public sealed class SiloHostCluster : ClusterFixture
 {
     protected override IReadOnlyList<NodeKind> Kinds => [NodeKind.Silo, NodeKind.Silo, NodeKind.ClientGateway];
+
+    /// <summary>Every node exports its spans here: the ceremony's are made by the grains, on the silo hosts.</summary>
+    public OtlpReceiver Traces { get; } = OtlpReceiver.StartAsync().GetAwaiter().GetResult();
+
+    protected override IEnumerable<string> ExtraArgs =>
+        [$"--OTEL_EXPORTER_OTLP_TRACES_ENDPOINT={Traces.Endpoint}/v1/traces", "--OTEL_BSP_SCHEDULE_DELAY=200"];
+
+    public override async ValueTask DisposeAsync()
+    {
+        await base.DisposeAsync();
+        await Traces.DisposeAsync();
+    }
 }
 
 /// <summary>
@@ -81,5 +94,23 @@ public sealed class SiloHostClusterTests(SiloHostCluster cluster) : IClassFixtur
         Assert.Equal(410, (await gateway.Api.ClaimAsync(session)).Status);
         var devices = (await gateway.Api.SendAsync(HttpMethod.Get, "/v1/devices", null, phone.AccessToken)).EnsureStatus(200);
         Assert.Contains(claim.Body.GetProperty("device").GetProperty("id").GetString()!, devices.Text, StringComparison.Ordinal);
+
+        // The silo hosts export the ceremony's trace: its root and steps are made by the session grain, which runs
+        // there (the gateway runs no grains), and all of them share the root's trace id.
+        var deadline = DateTime.UtcNow.AddSeconds(15);
+        List<OtlpSpans.Span> steps = [];
+        while (DateTime.UtcNow < deadline)
+        {
+            steps = cluster.Traces.Requests.Where(r => r.Path == "/v1/traces").SelectMany(r => OtlpSpans.Read(r.Body))
+                .Where(x => x.Name.StartsWith("qr_session.", StringComparison.Ordinal)).ToList();
+            if (new[] { "qr_session.create", "qr_session.scan", "qr_session.approve", "qr_session.claim" }.All(n => steps.Any(x => x.Name == n)))
+            {
+                break;
+            }
+            await Task.Delay(200);
+        }
+        var root = Assert.Single(steps, x => x.Name == "qr_session.create");
+        Assert.All(new[] { "qr_session.scan", "qr_session.approve", "qr_session.claim" }, n =>
+            Assert.Contains(steps, x => x.Name == n && x.TraceId == root.TraceId && x.ParentSpanId == root.SpanId));
     });
 }
