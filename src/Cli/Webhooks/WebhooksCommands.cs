@@ -3,6 +3,7 @@ using System.Net;
 using System.Net.Sockets;
 using System.Security.Cryptography;
 using System.Text;
+using System.Text.Encodings.Web;
 using System.Text.Json;
 using QrOrleans.Cli.Hosting;
 
@@ -232,7 +233,8 @@ public static class WebhooksCommands
                 && document.RootElement.TryGetProperty("accountId", out var id) && id.ValueKind == JsonValueKind.String
                 ? id.GetString()! : "-";
             using var buffer = new MemoryStream();
-            using (var writer = new Utf8JsonWriter(buffer))
+            // Relaxed escaping: this is read on a terminal, where "+00:00" and "—" should look as they do, not as \u002B.
+            using (var writer = new Utf8JsonWriter(buffer, new JsonWriterOptions { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
             {
                 Write(writer, document.RootElement, full);
             }
