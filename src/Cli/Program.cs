@@ -71,6 +71,7 @@ public static class Program
             root.Subcommands.Add(Login());
             root.Subcommands.Add(Accounts());
             root.Subcommands.Add(Cluster());
+            root.Subcommands.Add(Webhooks.WebhooksCommands.Build(environment, output, error));
             return root;
         }
 
