@@ -121,7 +121,16 @@ public static class DashboardApi
         {
             throw new GrainException("unsupported_media_type", 415, "Unsupported media type", "Post the sign-in form (application/x-www-form-urlencoded).");
         }
-        var form = await context.Request.ReadFormAsync(context.RequestAborted).ConfigureAwait(false);
+        IFormCollection form;
+        try
+        {
+            form = await context.Request.ReadFormAsync(context.RequestAborted).ConfigureAwait(false);
+        }
+        catch (InvalidDataException)
+        {
+            // The form reader refuses a value it cannot decode (an encoded NUL, a key too long): the client's mistake.
+            throw new GrainException("invalid_form", 400, "Malformed form", "The sign-in form could not be read; post it from the dashboard page.");
+        }
         var wantsJson = context.Request.Headers.Accept.ToString().Contains("application/json", StringComparison.OrdinalIgnoreCase);
         if (!sessions.IsOperatorKey(form["key"]))
         {

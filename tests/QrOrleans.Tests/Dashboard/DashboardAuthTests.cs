@@ -91,6 +91,26 @@ public sealed class DashboardAuthTests(NodeFixture fixture) : IClassFixture<Node
     }
 
     [Fact]
+    public async Task A_sign_in_form_that_cannot_be_decoded_is_a_400_problem_not_a_server_error()
+    {
+        using var http = NoRedirects(Node);
+        // An encoded NUL in a value or a name: ASP.NET Core's form reader refuses both.
+        foreach (var body in new[] { "key=%00", "key=abc%00def", "k%00y=1" })
+        {
+            using var content = new StringContent(body, System.Text.Encoding.ASCII, "application/x-www-form-urlencoded");
+            using var response = await http.PostAsync("/dashboard/sign-in", content);
+            Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+            Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
+            using var problem = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+            Assert.Equal("invalid_form", problem.RootElement.GetProperty("code").GetString());
+            Assert.DoesNotContain(response.Headers.TryGetValues("Set-Cookie", out var c) ? c : [], v => v.Split(';')[0].Length > "qro_dashboard=".Length);
+        }
+        // The node still signs a correct form in.
+        using var good = new FormUrlEncodedContent([new("key", GatewayNode.AdminKey)]);
+        Assert.Equal(HttpStatusCode.SeeOther, (await http.PostAsync("/dashboard/sign-in", good)).StatusCode);
+    }
+
+    [Fact]
     public async Task A_cookie_from_one_node_works_on_another_node_with_the_same_operator_key_only()
     {
         await using var sameKey = await GatewayNode.StartAsync();
