@@ -1,5 +1,4 @@
 using System.Security.Claims;
-using System.Security.Cryptography;
 using Microsoft.IdentityModel.JsonWebTokens;
 using Microsoft.IdentityModel.Tokens;
 
@@ -80,8 +79,7 @@ public static class CallerExtensions
     {
         var options = context.RequestServices.GetRequiredService<GatewayOptions>();
         var given = context.Request.Headers["X-Api-Key"].ToString();
-        if (given.Length == 0 || !CryptographicOperations.FixedTimeEquals(
-                System.Text.Encoding.UTF8.GetBytes(given), System.Text.Encoding.UTF8.GetBytes(options.AdminApiKey)))
+        if (given.Length == 0 || !Grains.Secrets.FixedTimeEquals(given, options.AdminApiKey))
         {
             throw Errors.Unauthenticated("Send the operator key in the X-Api-Key header.");
         }

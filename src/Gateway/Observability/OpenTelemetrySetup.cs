@@ -1,6 +1,4 @@
 using System.Net;
-using System.Security.Cryptography;
-using System.Text;
 using QrOrleans.Silo.Hosting;
 
 namespace QrOrleans.Gateway.Observability;
@@ -66,7 +64,7 @@ public sealed class PrometheusAccess(IReadOnlyList<IPNetwork> networks)
         {
             throw Errors.Unauthenticated("Send the operator key in the X-Api-Key header, or scrape from an allowed network.");
         }
-        if (!CryptographicOperations.FixedTimeEquals(Encoding.UTF8.GetBytes(given), Encoding.UTF8.GetBytes(key)))
+        if (!Grains.Secrets.FixedTimeEquals(given, key))
         {
             throw Errors.Unauthenticated("The X-Api-Key header is not the operator key.");
         }

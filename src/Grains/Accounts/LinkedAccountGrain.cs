@@ -256,15 +256,7 @@ public sealed partial class LinkedAccountGrain(
             throw AccountErrors.CoolingDown(s.CooldownUntil!.Value);
         }
         var now = Now;
-        s = WithdrawQr(s) with
-        {
-            SealedCredentials = vault.Seal(Key, credentials),
-            CredentialGeneration = s.CredentialGeneration + 1,
-            LinkedAt = now,
-            LastError = null,
-            NotBefore = null,
-        };
-        s = Enter(Reconnected(s), Connected);
+        s = Linked(s, credentials, now);
         if (check is null)
         {
             s = Notify(s, WebhookEvents.AccountConnected, new AccountEvent(WebhookEvents.AccountConnected, Key, now, Connected, LinkedAt: now));
@@ -360,15 +352,7 @@ public sealed partial class LinkedAccountGrain(
             return;
         }
         var now = Now;
-        s = WithdrawQr(s) with
-        {
-            SealedCredentials = vault.Seal(Key, credentials),
-            CredentialGeneration = s.CredentialGeneration + 1,
-            LinkedAt = now,
-            LastError = null,
-            NotBefore = null,
-        };
-        s = Enter(Reconnected(s), Connected);
+        s = Linked(s, credentials, now);
         await CommitAsync(Notify(s, WebhookEvents.AccountConnected,
             new AccountEvent(WebhookEvents.AccountConnected, Key, now, Connected, LinkedAt: now))).ConfigureAwait(true);
     }
@@ -816,6 +800,17 @@ public sealed partial class LinkedAccountGrain(
         s is { State: Pairing, Pairing: { } p } ? new PairingTask(p.Attempt, p.Cycle, p.MaxCycles, p.QrTtlSeconds, p.Deadline, p.Scanned) : null,
         s.CheckDue,
         s.NotBefore);
+
+    /// <summary>New credentials took (a confirmed pairing or an accepted import): sealed, and the account connected.</summary>
+    private LinkedAccountState Linked(LinkedAccountState s, string credentials, DateTimeOffset now) =>
+        Enter(Reconnected(WithdrawQr(s) with
+        {
+            SealedCredentials = vault.Seal(Key, credentials),
+            CredentialGeneration = s.CredentialGeneration + 1,
+            LinkedAt = now,
+            LastError = null,
+            NotBefore = null,
+        }), Connected);
 
     private ConnectorBinding Binding(LinkedAccountState s) => new(Key, s.Config.Platform, s.Config.DisplayName, s.Config.Connector);
 

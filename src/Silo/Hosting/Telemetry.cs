@@ -20,9 +20,6 @@ namespace QrOrleans.Silo.Hosting;
 /// </summary>
 public static class Telemetry
 {
-    /// <summary>The system's own meter and activity source.</summary>
-    public const string Name = CeremonyTrace.Name;
-
     /// <summary>Orleans' own instruments (grain calls, activations, reminders, messaging…).</summary>
     private const string OrleansMeter = "Microsoft.Orleans";
 
@@ -56,7 +53,7 @@ public static class Telemetry
         {
             otel.WithMetrics(m =>
             {
-                m.AddMeter(Name, OrleansMeter)
+                m.AddMeter(CeremonyTrace.Name, OrleansMeter)
                     .AddAspNetCoreInstrumentation()
                     .AddHttpClientInstrumentation()
                     .AddRuntimeInstrumentation();
@@ -73,7 +70,7 @@ public static class Telemetry
         if (exportTraces)
         {
             otel.WithTracing(t => t
-                .AddSource(Name, Orleans.Diagnostics.ActivitySources.AllActivitySourceName)
+                .AddSource(CeremonyTrace.Name, Orleans.Diagnostics.ActivitySources.AllActivitySourceName)
                 .AddAspNetCoreInstrumentation(o => o.EnrichWithHttpRequest = RedactRequest)
                 .AddHttpClientInstrumentation(o => o.EnrichWithHttpRequestMessage = RedactOutgoing)
                 .AddOtlpExporter(o => Otlp(o, "TRACES")));
