@@ -70,8 +70,8 @@ public sealed class Api : IDisposable
         using var doc = await SendAsync(request, HttpStatusCode.Created, ct);
         var root = doc.RootElement;
         var url = root.GetProperty("qr").GetProperty("url").GetString()!;
-        // qr.url ends in "/l/<sessionId>.<secret>"; the scan takes "<sessionId>.<secret>".
-        var qrToken = url[(url.LastIndexOf('/') + 1)..];
+        // qr.url ends in "/l/#<sessionId>.<secret>"; the scan takes "<sessionId>.<secret>".
+        var qrToken = url[(url.LastIndexOf('#') + 1)..];
         return new CreatedSession(root.GetProperty("sessionId").GetString()!, root.GetProperty("desktopToken").GetString()!, qrToken);
     }
 

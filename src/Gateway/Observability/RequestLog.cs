@@ -1,11 +1,12 @@
 using System.Diagnostics;
+using Microsoft.Extensions.Options;
 
 namespace QrOrleans.Gateway.Observability;
 
 /// <summary>
-/// Our request log, in place of ASP.NET Core's: the page a phone's camera opens is /l/&lt;sessionId&gt;.&lt;qrSecret&gt;,
-/// and the framework writes request paths into its logs (hosting at Information, routing and static files at
-/// Debug). Those categories are capped below the level that names paths; this log writes the path with the
+/// Our request log, in place of ASP.NET Core's: a code printed before the fragment shape opens
+/// /l/&lt;sessionId&gt;.&lt;qrSecret&gt; (today's open /l/#…, the token never sent), and the framework writes request
+/// paths into its logs (hosting at Information, routing and static files at Debug). Those categories are capped below the level that names paths; this log writes the path with the
 /// secret replaced and never the query string. It also counts the QR-session requests this node serves.
 /// </summary>
 public static partial class RequestLog
@@ -26,15 +27,49 @@ public static partial class RequestLog
         ("Microsoft.AspNetCore.Rewrite", LogLevel.Warning),
         // JwtBearer writes every refused token's validation exception at Information.
         ("Microsoft.AspNetCore.Authentication", LogLevel.Warning),
+        // At Trace, Orleans prints whole messages (a grain's answer: a refresh token) and whole grain states.
+        ("Orleans.Runtime.Messaging", LogLevel.Debug),
+        ("Orleans.Storage", LogLevel.Debug),
     ];
 
     public static ILoggingBuilder AddRedactingFilters(this ILoggingBuilder logging)
     {
-        foreach (var (category, minimum) in Capped)
-        {
-            logging.AddFilter(category, minimum);
-        }
+        logging.Services.AddSingleton<IPostConfigureOptions<LoggerFilterOptions>, CapsOutrankConfiguration>();
         return logging;
+    }
+
+    /// <summary>
+    /// The caps hold whatever the configuration says. A plain filter rule would lose to an operator's
+    /// "Logging:Console:LogLevel:Default=Trace" (a provider's own rules outrank every general rule) or to a rule for a
+    /// category under a capped one; so, after all configuration is applied (and again on every reload), each rule under
+    /// a capped category is raised to the cap, and the cap is added for every provider the rules name.
+    /// </summary>
+    private sealed class CapsOutrankConfiguration : IPostConfigureOptions<LoggerFilterOptions>
+    {
+        public void PostConfigure(string? name, LoggerFilterOptions options)
+        {
+            var providers = options.Rules.Select(r => r.ProviderName).Append(null).Distinct().ToList();
+            var rules = options.Rules.Select(Raised).ToList();
+            rules.AddRange(from provider in providers from cap in Capped select new LoggerFilterRule(provider, cap.Category, cap.Minimum, null));
+            options.Rules.Clear();
+            foreach (var rule in rules)
+            {
+                options.Rules.Add(rule);
+            }
+        }
+
+        private static LoggerFilterRule Raised(LoggerFilterRule rule)
+        {
+            foreach (var (category, minimum) in Capped)
+            {
+                if (rule.CategoryName is { } c && (c == category || c.StartsWith(category + ".", StringComparison.Ordinal))
+                    && (rule.LogLevel is null || rule.LogLevel < minimum))
+                {
+                    return new LoggerFilterRule(rule.ProviderName, rule.CategoryName, minimum, rule.Filter);
+                }
+            }
+            return rule;
+        }
     }
 
     public static IApplicationBuilder UseRequestLog(this IApplicationBuilder app)

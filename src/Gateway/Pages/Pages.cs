@@ -5,6 +5,9 @@ public static class Pages
 {
     public static IEndpointRouteBuilder MapPages(this IEndpointRouteBuilder app)
     {
+        // A code opens /l/#<token>: the token stays in the browser, and the page posts it to /v1/qr/scan.
+        app.MapGet("/l/", (IWebHostEnvironment env) => Page(env, "link.html")).ExcludeFromDescription();
+        // Codes printed before the upgrade carry the token in the path; the page reads it from there too.
         app.MapGet("/l/{token}", (IWebHostEnvironment env) => Page(env, "link.html")).ExcludeFromDescription();
         app.MapGet("/phone", (IWebHostEnvironment env) => Page(env, "phone.html")).ExcludeFromDescription();
         return app;

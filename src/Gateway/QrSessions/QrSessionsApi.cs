@@ -57,12 +57,12 @@ public static class QrSessionsApi
             .WithSummary("The current QR code as SVG")
             .WithDescription("Desktop token. The code is a bearer credential while it lives, so it is never public (Cache-Control: no-store).")
             .Produces(StatusCodes.Status200OK, contentType: "image/svg+xml")
-            .ProducesProblems("unauthenticated", "invalid_state");
+            .ProducesProblems("unauthenticated", "qr_expired", "invalid_state");
         desktop.MapGet("/{id}/qr.png", QrPngAsync)
             .WithSummary("The current QR code as PNG")
             .WithDescription("Desktop token. As qr.svg, as a PNG image.")
             .Produces(StatusCodes.Status200OK, contentType: "image/png")
-            .ProducesProblems("unauthenticated", "invalid_state");
+            .ProducesProblems("unauthenticated", "qr_expired", "invalid_state");
         desktop.MapPost("/{id}/cancel", CancelAsync)
             .WithSummary("Cancel the session")
             .WithDescription("Desktop token. Answers the snapshot in state cancelled; the phone's code stops working at once.")
@@ -76,9 +76,11 @@ public static class QrSessionsApi
         var phone = app.MapGroup("/v1/qr").WithTags("QR sessions (phone)").RequireAuthorization(BearerAuthentication.Policy);
         phone.MapPost("/scan", ScanAsync).RequireRateLimiting(RateLimits.Scans)
             .WithSummary("Scan a QR code")
-            .WithDescription("Phone access token. Send the code's URL ({ \"url\" }) or its token ({ \"token\": \"<sessionId>.<secret>\" }). "
+            .WithDescription("Phone access token. Send the code's URL ({ \"url\": \"…/l/#<sessionId>.<secret>\" }; the earlier …/l/<sessionId>.<secret> "
+                + "is accepted too) or its token ({ \"token\": \"<sessionId>.<secret>\" }). "
                 + "Answers who is asking (client, browser, OS, IP, same network) and the number choices; one of them is shown on the desktop.")
-            .ProducesProblems("unauthenticated", "validation_failed", "qr_invalid", "qr_expired", "qr_already_scanned", "qr_already_used");
+            .ProducesProblems("unauthenticated", "validation_failed", "qr_invalid", "qr_expired", "qr_already_scanned", "qr_already_used",
+                "invalid_state");
         phone.MapPost("/sessions/{id}/approve", ApproveAsync).RequireRateLimiting(RateLimits.Approvals)
             .WithSummary("Approve the sign-in with the number the desktop shows")
             .WithDescription("Phone access token of the user who scanned. A wrong number is 422 number_mismatch and rejects the session.")
@@ -224,7 +226,10 @@ public static class QrSessionsApi
     private static async Task<string> CurrentQrUrlAsync(string id, HttpContext context, IGrainFactory grains)
     {
         var snapshot = await grains.GetGrain<IQrSessionGrain>(id).GetSnapshotAsync(DesktopToken(context, id), context.RequestAborted);
-        return snapshot.Qr?.Url ?? throw Errors.InvalidState(snapshot.State, "show a QR code for");
+        // Only a pending session has a code; an expired one says so, as every other call on it does.
+        return snapshot.Qr?.Url ?? throw (snapshot.State == QrSessionStates.Expired
+            ? Errors.QrExpired()
+            : Errors.InvalidState(snapshot.State, "show a QR code for"));
     }
 
     private static async Task<Ok<QrSessionSnapshot>> CancelAsync(string id, HttpContext context, IGrainFactory grains) =>

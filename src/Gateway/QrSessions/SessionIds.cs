@@ -7,7 +7,11 @@ public static class SessionIds
     public static bool IsWellFormed(string? value) =>
         value is { Length: 22 } && value.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_');
 
-    /// <summary>Splits "sessionId.secret" taken from a scanned URL (…/l/&lt;token&gt;) or given as is.</summary>
+    /// <summary>
+    /// Splits "sessionId.secret" taken from a scanned URL or given as is. The URL holds it in its fragment,
+    /// …/l/#&lt;token&gt; (API.md); …/l/&lt;token&gt; in the path is the earlier shape, still printed on codes made before
+    /// an upgrade.
+    /// </summary>
     public static bool TryParseQr(string? urlOrToken, out string sessionId, out string secret)
     {
         sessionId = secret = "";
@@ -24,6 +28,10 @@ public static class SessionIds
         else if (urlOrToken.Contains('/', StringComparison.Ordinal))
         {
             return false;
+        }
+        if (token.StartsWith('#'))
+        {
+            token = token[1..]; // the fragment, as location.hash gives it
         }
         var parts = token.Split('.');
         if (parts.Length != 2 || !IsWellFormed(parts[0]) || !IsWellFormed(parts[1]))

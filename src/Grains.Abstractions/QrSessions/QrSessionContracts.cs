@@ -37,7 +37,16 @@ public sealed record QrCodeView(
     [property: Id(0)] string Url,
     [property: Id(1)] DateTimeOffset ExpiresAt,
     [property: Id(2)] int Rotation,
-    [property: Id(3)] int MaxRotations);
+    [property: Id(3)] int MaxRotations)
+{
+    /// <summary>The URL holds the code's secret: a snapshot printed in a log (Orleans messages, stream events) never shows it.</summary>
+    private bool PrintMembers(System.Text.StringBuilder builder)
+    {
+        builder.Append("Url = (redacted), ExpiresAt = ").Append(ExpiresAt).Append(", Rotation = ").Append(Rotation)
+            .Append(", MaxRotations = ").Append(MaxRotations);
+        return true;
+    }
+}
 
 /// <summary>
 /// What the desktop (and its watchers) see. Never identifies the scanning user. <see cref="TraceParent"/> is the
@@ -57,7 +66,15 @@ public sealed record QrSessionSnapshot(
 public sealed record SessionCreated(
     [property: Id(0)] string SessionId,
     [property: Id(1)] string DesktopToken,
-    [property: Id(2)] QrSessionSnapshot Snapshot);
+    [property: Id(2)] QrSessionSnapshot Snapshot)
+{
+    /// <summary>Orleans prints a grain's answer in its Trace logs: never with the token, nor the code's URL (its secret).</summary>
+    private bool PrintMembers(System.Text.StringBuilder builder)
+    {
+        builder.Append("SessionId = ").Append(SessionId).Append(", DesktopToken = (redacted), State = ").Append(Snapshot.State);
+        return true;
+    }
+}
 
 [GenerateSerializer, Immutable, Alias("qrorleans.ScanResult")]
 public sealed record ScanResult(

@@ -22,7 +22,15 @@ public sealed record DeviceView(
 public sealed record DeviceSession(
     [property: Id(0)] UserView User,
     [property: Id(1)] DeviceView Device,
-    [property: Id(2)] string RefreshToken);
+    [property: Id(2)] string RefreshToken)
+{
+    /// <summary>Orleans prints a grain's answer in its Trace logs: never with the token.</summary>
+    private bool PrintMembers(System.Text.StringBuilder builder)
+    {
+        builder.Append("User = ").Append(User).Append(", Device = ").Append(Device).Append(", RefreshToken = (redacted)");
+        return true;
+    }
+}
 
 [GenerateSerializer, Immutable, Alias("qrorleans.NewDevice")]
 public sealed record NewDevice(
@@ -40,7 +48,15 @@ public sealed record OwnedDevice([property: Id(0)] DeviceView Device, [property:
 public sealed record IssuedRefreshToken(
     [property: Id(0)] DeviceView Device,
     [property: Id(1)] string UserId,
-    [property: Id(2)] string RefreshToken);
+    [property: Id(2)] string RefreshToken)
+{
+    /// <summary>Orleans prints a grain's answer in its Trace logs: never with the token.</summary>
+    private bool PrintMembers(System.Text.StringBuilder builder)
+    {
+        builder.Append("Device = ").Append(Device).Append(", UserId = ").Append(UserId).Append(", RefreshToken = (redacted)");
+        return true;
+    }
+}
 
 [Alias("qrorleans.IUserGrain")]
 public interface IUserGrain : IGrainWithStringKey

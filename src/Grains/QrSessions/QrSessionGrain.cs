@@ -11,6 +11,14 @@ namespace QrOrleans.Grains.QrSessions;
 /// <summary>Persisted state of one QR sign-in. Holds hashes of the desktop token and of superseded QR secrets.</summary>
 public sealed record QrSessionState
 {
+    /// <summary>Storage providers print a grain's state in their Trace logs: the live QR secret never goes with it.</summary>
+    private bool PrintMembers(System.Text.StringBuilder builder)
+    {
+        builder.Append("Version = ").Append(Version).Append(", State = ").Append(State).Append(", Rotation = ").Append(Rotation)
+            .Append(", ExpiresAt = ").Append(ExpiresAt).Append(", QrSecret = (redacted)");
+        return true;
+    }
+
     /// <summary>Counts transitions; stamped on every stream event so watchers keep only newer snapshots.</summary>
     public long Version { get; init; }
     public required string State { get; init; }
@@ -178,14 +186,14 @@ public sealed partial class QrSessionGrain(
                     ApproveBefore = Now + options.ApprovalWindow,
                 });
                 return ScanView(session.State);
-            case Scanned when s.ScannerUserId == userId:
-                return ScanView(s); // the same phone scanning again sees the same question
+            case Scanned or Approved when s.ScannerUserId != userId:
+                throw Errors.QrAlreadyScanned(); // live, and someone else's
             case Scanned:
-                throw Errors.QrAlreadyScanned();
-            case Expired:
-                throw Errors.QrExpired();
+                return ScanView(s); // the same phone scanning again sees the same question
+            case Approved:
+                throw Errors.InvalidState(s.State, "scan"); // this phone answered already; not finished until the claim
             default:
-                throw s.ScannerUserId is not null && s.ScannerUserId != userId ? Errors.QrAlreadyScanned() : Errors.QrAlreadyUsed();
+                throw Finished(s);
         }
     }
 
@@ -330,7 +338,10 @@ public sealed partial class QrSessionGrain(
         }
     }
 
-    /// <summary>Approve and reject: only the user who scanned, only while scanned and in time.</summary>
+    /// <summary>
+    /// Approve and reject: only the user who scanned, only while scanned and in time. A finished session answers
+    /// every phone alike (API.md: qr_expired, qr_already_used); who scanned matters only while it is live.
+    /// </summary>
     private async Task<QrSessionState> ScannerOnlyAsync(string userId, string action)
     {
         if (!session.RecordExists)
@@ -338,18 +349,18 @@ public sealed partial class QrSessionGrain(
             throw Errors.QrInvalid();
         }
         var s = await CatchUpAsync() ?? throw Errors.QrInvalid();
-        if (s.ScannerUserId is not null && s.ScannerUserId != userId)
-        {
-            throw Errors.NotScanner();
-        }
         return s.State switch
         {
+            Pending => throw Errors.InvalidState(s.State, action), // nobody has scanned: there is nothing to answer
+            Scanned or Approved when s.ScannerUserId != userId => throw Errors.NotScanner(),
             Scanned => s,
-            Expired => throw Errors.QrExpired(),
-            Pending => throw Errors.InvalidState(s.State, action),
-            _ => throw Errors.QrAlreadyUsed(),
+            Approved => throw Errors.InvalidState(s.State, action),
+            _ => throw Finished(s),
         };
     }
+
+    /// <summary>The refusal for a session that has ended, whoever asks: timed out, or finished otherwise.</summary>
+    private static GrainException Finished(QrSessionState s) => s.State == Expired ? Errors.QrExpired() : Errors.QrAlreadyUsed();
 
     /// <summary>The session, caught up, if <paramref name="desktopToken"/> is its desktop's; otherwise 401.</summary>
     private async Task<QrSessionState> DesktopAsync(string desktopToken)
@@ -432,7 +443,8 @@ public sealed partial class QrSessionGrain(
         s.State == Scanned ? s.NumberMatch : null,
         s.TraceParent);
 
-    private string QrUrl(QrSessionState s) => $"{options.PublicOrigin.TrimEnd('/')}/l/{Key}.{s.QrSecret}";
+    /// <summary>The token rides in the fragment, which browsers never send: no request line or server log can hold it.</summary>
+    private string QrUrl(QrSessionState s) => $"{options.PublicOrigin.TrimEnd('/')}/l/#{Key}.{s.QrSecret}";
 
     private ScanResult ScanView(QrSessionState s) => new(
         Key,

@@ -78,9 +78,12 @@ public static class Telemetry
         return builder;
     }
 
-    /// <summary>The page path /l/{token} holds a live QR secret: logs and spans carry its route instead.</summary>
+    /// <summary>
+    /// A code of the earlier shape opens /l/{token}, whose path holds a live QR secret: logs and spans carry its
+    /// route instead. Today's codes open /l/ with the token in the fragment, which never reaches the server.
+    /// </summary>
     public static string RedactPath(string path) =>
-        path.StartsWith("/l/", StringComparison.OrdinalIgnoreCase) ? "/l/{token}" : path;
+        path.StartsWith("/l/", StringComparison.OrdinalIgnoreCase) && path.Length > 3 ? "/l/{token}" : path;
 
     private static bool Configured(IConfiguration config, string signal) =>
         !string.IsNullOrWhiteSpace(config["OTEL_EXPORTER_OTLP_ENDPOINT"])

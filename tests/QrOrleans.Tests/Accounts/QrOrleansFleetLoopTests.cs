@@ -36,7 +36,7 @@ public sealed class QrOrleansFleetLoopTests
         Assert.Contains("support-bot", qr.Json.GetProperty("caption").GetString(), StringComparison.Ordinal);
         var scanned = await QrDecoder.DecodePngAsync(Convert.FromBase64String(qr.Json.GetProperty("qrPngBase64").GetString()!));
         Assert.Equal(qr.Json.GetProperty("qrUrl").GetString(), scanned);
-        Assert.StartsWith(node.BaseAddress + "l/", scanned, StringComparison.Ordinal);
+        Assert.StartsWith(node.BaseAddress + "l/#", scanned, StringComparison.Ordinal);
 
         (await fleet.Api.ScanAsync(phone.AccessToken, scanned)).EnsureStatus(200);
         var number = (await owner.WaitForEventAsync("pairing.scanned")).First(r => r.Event == "pairing.scanned").Json.GetProperty("numberMatch").GetString()!;
@@ -57,5 +57,5 @@ public sealed class QrOrleansFleetLoopTests
         Assert.Equal((409, "not_connected"), (await fleet.SendAsync(id)).Of()); // nothing is sent until someone re-pairs
     }
 
-    private static string ExtractSessionId(string url) => url[(url.LastIndexOf('/') + 1)..].Split('.')[0];
+    private static string ExtractSessionId(string url) => url[(url.LastIndexOf('#') + 1)..].Split('.')[0];
 }

@@ -30,7 +30,7 @@ public sealed class CeremonyApiTests(NodeFixture fixture) : IClassFixture<NodeFi
         var phone = await Api.NewPhoneAsync();
         var session = await Api.CreateSessionAsync(new { client = new { name = "Build agent 7", kind = "agent" } });
         Assert.Equal("pending", session.Created.GetProperty("state").GetString());
-        Assert.StartsWith(fixture.Node.BaseAddress.ToString().TrimEnd('/') + "/l/" + session.SessionId + ".", session.QrUrl, StringComparison.Ordinal);
+        Assert.StartsWith(fixture.Node.BaseAddress.ToString().TrimEnd('/') + "/l/#" + session.SessionId + ".", session.QrUrl, StringComparison.Ordinal);
 
         var scan = (await Api.ScanAsync(phone.AccessToken, session.QrUrl)).EnsureStatus(200);
         Assert.Equal("Build agent 7", scan.Body.GetProperty("requester").GetProperty("clientName").GetString());
@@ -158,7 +158,7 @@ public sealed class CeremonyApiTests(NodeFixture fixture) : IClassFixture<NodeFi
     {
         var alice = await Api.NewPhoneAsync();
         var session = await Api.CreateSessionAsync();
-        var token = session.QrUrl[(session.QrUrl.LastIndexOf('/') + 1)..];
+        var token = session.QrUrl[(session.QrUrl.LastIndexOf('#') + 1)..];
         (await Api.SendAsync(HttpMethod.Post, "/v1/qr/scan", new { token }, alice.AccessToken)).EnsureStatus(200);
     }
 

@@ -24,7 +24,7 @@ public sealed class DesktopPageTests(BrowserFixture fixture) : IClassFixture<Bro
         var (url, decoded, _) = await desktop.DecodeQrAsync();
 
         Assert.Equal(url, decoded);
-        Assert.StartsWith($"{Node.BaseAddress}l/{sessionId}.", decoded);
+        Assert.StartsWith($"{Node.BaseAddress}l/#{sessionId}.", decoded);
         await Expect(desktop.Page.Locator("#countdown")).ToHaveTextAsync(new Regex(@"^\d+$"));
         await Expect(desktop.Page.Locator("#rotation")).ToHaveTextAsync("1");
         await DocScreenshots.SaveAsync(desktop.Page, "desktop-page.png");
@@ -85,9 +85,12 @@ public sealed class DesktopPageTests(BrowserFixture fixture) : IClassFixture<Bro
 
         // The phone's camera opens the code's link.
         var qrUrl = await desktop.QrUrlAsync();
-        Assert.StartsWith("/l/", new Uri(qrUrl).AbsolutePath);
+        Assert.Equal("/l/", new Uri(qrUrl).AbsolutePath); // the token is in the fragment, which is never sent
+        Assert.StartsWith("#", new Uri(qrUrl).Fragment, StringComparison.Ordinal);
         await phone.GotoAsync(qrUrl);
         await Expect(phone.Locator("main#link")).ToHaveAttributeAsync("data-state", "ask");
+        // The page took the token and cleared it from the address bar, so the history does not keep it.
+        Assert.Equal(new Uri(Node.BaseAddress, "/l/").ToString(), phone.Url);
         await Expect(phone.Locator("#client-name")).ToBeVisibleAsync();
         await Expect(phone.Locator("#client-name")).ToContainTextAsync("(browser)");
         await Expect(phone.Locator("#client-browser")).ToHaveTextAsync(new Regex("Chrome|Chromium"));
@@ -170,7 +173,7 @@ public sealed class DesktopPageTests(BrowserFixture fixture) : IClassFixture<Bro
         Assert.Equal(url, decoded);
         Assert.NotEqual(firstUrl, url);
         Assert.NotEqual(firstSession, await desktop.SessionIdAsync());
-        Assert.StartsWith($"{Node.BaseAddress}l/{await desktop.SessionIdAsync()}.", url);
+        Assert.StartsWith($"{Node.BaseAddress}l/#{await desktop.SessionIdAsync()}.", url);
         desktop.AssertNoScriptErrors();
     }
 
@@ -200,7 +203,7 @@ public sealed class DesktopPageTests(BrowserFixture fixture) : IClassFixture<Bro
         var (url, decoded, _) = await desktop.DecodeQrAsync();
         Assert.Equal(url, decoded);
         Assert.NotEqual(first, decoded);
-        Assert.StartsWith($"{node.BaseAddress}l/{await desktop.SessionIdAsync()}.", decoded);
+        Assert.StartsWith($"{node.BaseAddress}l/#{await desktop.SessionIdAsync()}.", decoded);
         await Expect(desktop.Page.Locator("#rotation")).Not.ToHaveTextAsync("1");
         desktop.AssertNoScriptErrors();
     }

@@ -115,7 +115,7 @@ public sealed class PhonePageTests(BrowserFixture fixture) : IClassFixture<Brows
 
         await using var context = await NarrowContextAsync();
         var page = await OpenAsync(context);
-        foreach (var path in new[] { "/", "/phone", "/l/none.none", "/dashboard" })
+        foreach (var path in new[] { "/", "/phone", "/l/#none.none", "/dashboard" })
         {
             await page.GotoAsync(path);
             await Expect(page.Locator("head link[rel=icon][href=\"/favicon.svg\"]")).ToHaveCountAsync(1);

@@ -75,7 +75,7 @@ public sealed partial class CliTests(CliNodeFixture fixture) : IClassFixture<Cli
     [InlineData(true)]  // --invert, dark text on a light terminal: the characters draw the dark modules
     public async Task The_terminal_qr_decodes_to_the_sign_in_url(bool invert)
     {
-        const string url = "http://127.0.0.1:5000/l/ivueGADsRosSrI1Jl3V_tA.Pcw8mq3GlIB6zaPdyUEd-A";
+        const string url = "http://127.0.0.1:5000/l/#ivueGADsRosSrI1Jl3V_tA.Pcw8mq3GlIB6zaPdyUEd-A";
         var text = QrOrleans.Cli.Login.TerminalQr.Render(url, invert);
         var file = Path.Combine(_home, "terminal-qr.pgm");
         await File.WriteAllBytesAsync(file, Rasterise(text, foregroundIsLight: !invert));

@@ -65,7 +65,7 @@ public sealed class SiloHostClusterTests(SiloHostCluster cluster) : IClassFixtur
         // A whole ceremony through the gateway.
         var phone = await gateway.Api.NewPhoneAsync();
         var session = await gateway.Api.CreateSessionAsync();
-        Assert.StartsWith($"{gateway.BaseAddress}l/{session.SessionId}.", session.QrUrl, StringComparison.Ordinal);
+        Assert.StartsWith($"{gateway.BaseAddress}l/#{session.SessionId}.", session.QrUrl, StringComparison.Ordinal);
         await using var sse = await SseWatcher.OpenAsync(gateway, session);
         Assert.Equal("pending", (await sse.NextAsync(TimeSpan.FromSeconds(5))).State);
         var scan = (await gateway.Api.ScanAsync(phone.AccessToken, session.QrUrl)).EnsureStatus(200);

@@ -98,7 +98,7 @@ public sealed class ThreeNodeClusterTests(ThreeNodeCluster cluster) : IClassFixt
         await Expect(main).ToHaveAttributeAsync("data-transport", "WebSockets", new() { Timeout = 15_000 });
         var url = (await page.Locator("#qr[data-url]").GetAttributeAsync("data-url"))!;
         var sessionId = (await main.GetAttributeAsync("data-session-id"))!;
-        Assert.StartsWith($"{n1.BaseAddress}l/{sessionId}.", url, StringComparison.Ordinal);
+        Assert.StartsWith($"{n1.BaseAddress}l/#{sessionId}.", url, StringComparison.Ordinal);
 
         var scan = (await n2.Api.ScanAsync(phone.AccessToken, url)).EnsureStatus(200);
         Assert.Equal(sessionId, scan.Body.GetProperty("sessionId").GetString());

@@ -12,8 +12,10 @@ namespace QrOrleans.Tests.Observability;
 
 /// <summary>
 /// Records everything any log provider could write: the formatted message, every state value, the exception
-/// text, and the state of every scope begun. One line per entry, "level category: text".
+/// text, and the state of every scope begun. One line per entry, "level category: text". Configured by its alias,
+/// "Logging:Captured:LogLevel:…", as an operator would configure "Logging:Console:LogLevel:…".
 /// </summary>
+[ProviderAlias("Captured")]
 public sealed class CapturingLoggerProvider : ILoggerProvider
 {
     public ConcurrentQueue<(LogLevel Level, string Category, string Text)> Lines { get; } = new();

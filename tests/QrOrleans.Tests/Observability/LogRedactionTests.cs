@@ -37,7 +37,7 @@ public sealed class LogRedactionTests
             AddRefresh(secrets, "phone refresh token", phone.RefreshToken);
 
             var session = await api.CreateSessionAsync(new { client = new { name = "Laptop", kind = "browser" } });
-            var qrToken = session.QrUrl[(session.QrUrl.IndexOf("/l/", StringComparison.Ordinal) + 3)..];
+            var qrToken = session.QrUrl[(session.QrUrl.IndexOf("/l/#", StringComparison.Ordinal) + 4)..];
             secrets.Add(("desktop token", session.DesktopToken));
             secrets.Add(("QR secret", qrToken.Split('.')[1]));
 
@@ -53,7 +53,8 @@ public sealed class LogRedactionTests
             var longPoll = api.SendAsync(HttpMethod.Get, $"/v1/qr/sessions/{session.SessionId}?waitForVersion=1&timeout=15", null, session.DesktopToken);
 
             // The phone's camera opens the code's page, then the phone scans and approves; someone else tries too.
-            (await node.Http.GetAsync("/l/" + qrToken)).EnsureSuccessStatusCode();
+            (await node.Http.GetAsync(session.QrUrl)).EnsureSuccessStatusCode(); // the fragment stays in the client
+            (await node.Http.GetAsync("/l/" + qrToken)).EnsureSuccessStatusCode(); // a code of the earlier shape, the token in the path
             using (var svg = Bearer(HttpMethod.Get, $"/v1/qr/sessions/{session.SessionId}/qr.svg", session.DesktopToken))
             {
                 (await node.Http.SendAsync(svg)).EnsureSuccessStatusCode();
@@ -133,6 +134,7 @@ public sealed class LogRedactionTests
         Assert.True(lines.Length > 50, $"only {lines.Length} log lines: is Debug logging on?");
         Assert.Contains(lines, l => l.Level == LogLevel.Debug && l.Category.StartsWith("Microsoft.", StringComparison.Ordinal));
         Assert.Contains(lines, l => l.Category == "QrOrleans.Gateway.Requests" && l.Text.Contains("GET /l/{token} answered 200", StringComparison.Ordinal));
+        Assert.Contains(lines, l => l.Category == "QrOrleans.Gateway.Requests" && l.Text.Contains("GET /l/ answered 200", StringComparison.Ordinal));
         var leaks = (from line in lines
                      from secret in secrets
                      where line.Text.Contains(secret.Value, StringComparison.Ordinal)

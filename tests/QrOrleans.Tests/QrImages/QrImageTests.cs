@@ -38,7 +38,7 @@ public sealed class QrImageTests(QrImageNodeFixture fixture)
         Assert.Contains("no-store", image.CacheControl);
         Assert.Equal(url, await QrDecoder.DecodePngAsync(image.Bytes));
         // The code opens this very server's approve page for this session.
-        Assert.StartsWith($"{node.BaseAddress}l/{session.SessionId}.", url);
+        Assert.StartsWith($"{node.BaseAddress}l/#{session.SessionId}.", url);
         Assert.Equal(session.QrUrl, url);
     }
 
@@ -55,7 +55,7 @@ public sealed class QrImageTests(QrImageNodeFixture fixture)
         Assert.Contains("no-store", image.CacheControl);
         var png = await QrDecoder.SvgToPngAsync(System.Text.Encoding.UTF8.GetString(image.Bytes));
         Assert.Equal(url, await QrDecoder.DecodePngAsync(png));
-        Assert.StartsWith($"{node.BaseAddress}l/{session.SessionId}.", url);
+        Assert.StartsWith($"{node.BaseAddress}l/#{session.SessionId}.", url);
     }
 
     [Fact]
@@ -79,7 +79,7 @@ public sealed class QrImageTests(QrImageNodeFixture fixture)
         Assert.Equal(svgUrl, svgText);
         Assert.NotEqual(firstUrl, pngText);
         Assert.NotEqual(firstUrl, svgText);
-        Assert.StartsWith($"{node.BaseAddress}l/{session.SessionId}.", pngText);
+        Assert.StartsWith($"{node.BaseAddress}l/#{session.SessionId}.", pngText);
 
         // A phone that photographed the first image is too late now.
         var stale = await api.ScanAsync(phone.AccessToken, firstUrl);

@@ -44,7 +44,7 @@ public sealed class QrSessionStateMachineTests : IAsyncLifetime
         Assert.Equal(1, created.Snapshot.Version);
         Assert.Equal(22, created.Snapshot.SessionId.Length);                 // 128 bits, base64url
         Assert.True(created.DesktopToken.Length >= 43);                       // ≥ 256 bits
-        Assert.Matches($"^https://qr.example/l/{created.Snapshot.SessionId}\\.[A-Za-z0-9_-]{{22}}$", created.Snapshot.Qr!.Url);
+        Assert.Matches($"^https://qr.example/l/#{created.Snapshot.SessionId}\\.[A-Za-z0-9_-]{{22}}$", created.Snapshot.Qr!.Url);
         Assert.Equal(1, created.Snapshot.Qr.Rotation);
         Assert.Equal(3, created.Snapshot.Qr.MaxRotations);
     }

@@ -1,7 +1,13 @@
 // What a phone's camera opens: who is asking, the number choices, approve or reject.
 (() => {
   const main = document.getElementById('link');
-  const token = decodeURIComponent(location.pathname.replace(/^\/l\//, ''));
+  // The code's token is the URL's fragment (/l/#<sessionId>.<secret>), which the browser never sends; codes made
+  // before the fragment shape carry it in the path. Either way it leaves the address bar (and so the history and
+  // a shared screenshot) at once: the page keeps it only in memory.
+  const token = decodeURIComponent(location.hash.length > 1 ? location.hash.slice(1) : location.pathname.replace(/^\/l\/?/, ''));
+  history.replaceState(null, '', '/l/');
+  // Another code opened in this tab is only a fragment change of /l/: start over with it.
+  addEventListener('hashchange', () => location.reload());
   let sessionId = null;
 
   const messages = {

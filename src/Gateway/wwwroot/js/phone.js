@@ -94,8 +94,9 @@
   }
 
   function openCode(text) {
-    const m = /\/l\/([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)/.exec(text) || /^([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)$/.exec(text.trim());
-    if (m) location.href = '/l/' + m[1];
+    // A code's link is …/l/#<token> (older codes: …/l/<token>), or the bare token; the token goes on in the fragment.
+    const m = /\/l\/#?([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)/.exec(text) || /^#?([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)$/.exec(text.trim());
+    if (m) location.href = '/l/#' + m[1];
     else $('phone-error').textContent = 'That is not a sign-in code.';
   }
 

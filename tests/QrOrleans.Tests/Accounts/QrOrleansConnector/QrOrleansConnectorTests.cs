@@ -44,7 +44,7 @@ public sealed class QrOrleansConnectorTests(ConnectorNodeFixture fixture) : ICla
         var phone = await Api.NewPhoneAsync();
 
         var code = await connector.BeginPairingAsync(context, CancellationToken.None);
-        Assert.StartsWith(fixture.Node.BaseAddress.ToString().TrimEnd('/') + "/l/", code.QrContent, StringComparison.Ordinal);
+        Assert.StartsWith(fixture.Node.BaseAddress.ToString().TrimEnd('/') + "/l/#", code.QrContent, StringComparison.Ordinal);
         Assert.InRange(code.ExpiresAt, DateTimeOffset.UtcNow, DateTimeOffset.UtcNow.AddMinutes(5));
 
         var scan = (await Api.ScanAsync(phone.AccessToken, code.QrContent)).EnsureStatus(200);
@@ -178,7 +178,7 @@ public sealed class QrOrleansConnectorTests(ConnectorNodeFixture fixture) : ICla
         var settings = JsonDocument.Parse($$"""{ "serverUrl": "{{fixture.Node.BaseAddress}}" }""").RootElement;
         var context = Context(settings: settings);
         var code = await connector.BeginPairingAsync(context, CancellationToken.None);
-        Assert.StartsWith(fixture.Node.BaseAddress.ToString().TrimEnd('/') + "/l/", code.QrContent, StringComparison.Ordinal);
+        Assert.StartsWith(fixture.Node.BaseAddress.ToString().TrimEnd('/') + "/l/#", code.QrContent, StringComparison.Ordinal);
         (await Api.ScanAsync(phone.AccessToken, code.QrContent)).EnsureStatus(200);
 
         foreach (var bad in new[] { """{ "serverUrl": "ftp://example/" }""", """{ "serverUrl": 42 }""", """{ "serverUrl": "not a url" }""" })
