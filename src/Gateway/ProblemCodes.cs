@@ -33,6 +33,8 @@ public static class ProblemCatalog
         .Concat(
         [
             new("invalid_json", 400, "Malformed JSON"),
+            new("invalid_form", 400, "Malformed form"),
+            new("cross_origin", 403, "Forbidden"),
             new("payload_too_large", 413, "Request body too large"),
             new("unsupported_media_type", 415, "Unsupported media type"),
             new("rate_limited", 429, "Too many requests"),

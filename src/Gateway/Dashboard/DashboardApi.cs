@@ -12,7 +12,8 @@ namespace QrOrleans.Gateway.Dashboard;
 /// <summary>
 /// The cluster dashboard: the page (/dashboard, which holds no data), its sign-in with the operator key, its data
 /// (GET /v1/dashboard) and its live feed (hub /hubs/dashboard); and Orleans' own dashboard at /dashboard/orleans/.
-/// Everything but the page and the sign-in answers 401 without a valid cookie.
+/// Everything but the page and the sign-in answers 401 without the cookie of a standing sign-in; a sign-out ends
+/// the sign-in on every node, and closes what it holds open (see <see cref="SignInWatch"/>).
 /// </summary>
 public static class DashboardApi
 {
@@ -23,6 +24,8 @@ public static class DashboardApi
     public static IServiceCollection AddDashboard(this IServiceCollection services, RateLimitOptions limits)
     {
         services.AddSingleton<DashboardSessions>();
+        services.AddSingleton<SignInWatch>();
+        services.AddHostedService(sp => sp.GetRequiredService<SignInWatch>());
         services.AddSingleton<ClusterRoster>();
         services.AddSingleton<DashboardQuery>();
         services.TryAddSingleton<ILinkedAccountsSource, FleetAccounts>();
@@ -45,10 +48,11 @@ public static class DashboardApi
     public static WebApplication MapDashboard(this WebApplication app)
     {
         var sessions = app.Services.GetRequiredService<DashboardSessions>();
+        var watch = app.Services.GetRequiredService<SignInWatch>();
         // Negotiate, WebSocket, SSE and long-poll requests of the hub all carry the cookie; none passes without it.
         app.UseWhen(context => context.Request.Path.StartsWithSegments(HubPath), hub => hub.Use(async (context, next) =>
         {
-            if (!sessions.IsSignedIn(context))
+            if (!await sessions.IsSignedInAsync(context).ConfigureAwait(false))
             {
                 await ProblemResponses.Write(context, Unauthenticated()).ConfigureAwait(false);
                 return;
@@ -59,7 +63,7 @@ public static class DashboardApi
         // signed out is sent to the sign-in form; anything else gets 401.
         app.UseWhen(context => context.Request.Path.StartsWithSegments(OrleansPath), orleans => orleans.Use(async (context, next) =>
         {
-            if (!sessions.IsSignedIn(context))
+            if (!await sessions.IsSignedInAsync(context).ConfigureAwait(false))
             {
                 if (HttpMethods.IsGet(context.Request.Method) && WantsPage(context.Request))
                 {
@@ -80,12 +84,22 @@ public static class DashboardApi
             }
             context.Response.Headers.CacheControl = "no-store";
             context.Response.Headers["X-Frame-Options"] = "DENY";
+            // A request that stays open (its log stream) is cut when its sign-in ends.
+            using var watched = sessions.IsOperatorKey(context.Request.Headers["X-Api-Key"]) || sessions.SignInOf(context) is not { } signIn
+                ? null
+                : watch.Watch(signIn, () =>
+                {
+                    context.Abort();
+                    return Task.CompletedTask;
+                });
             await next(context).ConfigureAwait(false);
         }));
         app.MapOrleansDashboard(OrleansPath).ExcludeFromDescription();
         app.MapGet("/dashboard", Page).ExcludeFromDescription();
-        app.MapPost("/dashboard/sign-in", SignInAsync).RequireRateLimiting(SignInLimit).ExcludeFromDescription();
-        app.MapPost("/dashboard/sign-out", SignOut).ExcludeFromDescription();
+        app.MapPost("/dashboard/sign-in", SignInAsync).RequireRateLimiting(SignInLimit).ExcludeFromDescription()
+            .ProducesProblems("cross_origin", "unsupported_media_type", "invalid_form", "unauthenticated");
+        app.MapPost("/dashboard/sign-out", SignOutAsync).ExcludeFromDescription()
+            .ProducesProblems("cross_origin");
         app.MapGet("/v1/dashboard", GetAsync).WithTags("Operator")
             .WithSummary("What the dashboard shows, once")
             .WithDescription("Operator key, or the dashboard's sign-in cookie. Silos, sessions by state, rates and latencies, linked "
@@ -112,11 +126,9 @@ public static class DashboardApi
     /// </summary>
     private static async Task<IResult> SignInAsync(HttpContext context, DashboardSessions sessions)
     {
-        // A page of another site posting here is refused ("null" is what a no-referrer page sends: allowed).
-        if (context.Request.Headers.Origin is [{ } origin] && origin != "null" && !SameOrigin(context.Request, origin))
-        {
-            throw new GrainException("cross_origin", 403, "Forbidden", "Sign in from the dashboard page of this server.");
-        }
+        // A page of another site posting here is refused ("null" is what a no-referrer page sends: allowed, since
+        // the key in the form is what counts here).
+        RequireSameOrigin(context.Request, allowNull: true, "Sign in from the dashboard page of this server.");
         if (!context.Request.HasFormContentType)
         {
             throw new GrainException("unsupported_media_type", 415, "Unsupported media type", "Post the sign-in form (application/x-www-form-urlencoded).");
@@ -134,23 +146,50 @@ public static class DashboardApi
         var wantsJson = context.Request.Headers.Accept.ToString().Contains("application/json", StringComparison.OrdinalIgnoreCase);
         if (!sessions.IsOperatorKey(form["key"]))
         {
-            DashboardSessions.SignOut(context);
+            // A failed attempt leaves no sign-in standing behind a cookie the browser no longer has.
+            await sessions.SignOutAsync(context).ConfigureAwait(false);
             return wantsJson ? TypedResults.Problem(Unauthenticated()) : SeeOther("/dashboard?signin=failed");
         }
-        sessions.SignIn(context);
+        await sessions.SignInAsync(context).ConfigureAwait(false);
         return wantsJson ? TypedResults.NoContent() : SeeOther("/dashboard");
     }
 
-    private static IResult SignOut(HttpContext context)
+    /// <summary>
+    /// Ends the cookie's sign-in in the cluster: the next request with it, on any node, is refused, and what it holds
+    /// open (the live feed, Orleans' log stream) closes. Protected as the sign-in is, by the origin, and stricter: the
+    /// cookie alone is the authority here, so a "null" origin and a cross-site or same-site fetch are refused too
+    /// (the cookie being SameSite=Strict, a cross-site post would not carry it anyway).
+    /// </summary>
+    private static async Task<IResult> SignOutAsync(HttpContext context, DashboardSessions sessions, SignInWatch watch)
     {
-        DashboardSessions.SignOut(context);
-        return SeeOther("/dashboard");
+        RequireSameOrigin(context.Request, allowNull: false, "Sign out from the dashboard page of this server.");
+        if (context.Request.Headers["Sec-Fetch-Site"] is [{ } site] && site is not ("same-origin" or "none"))
+        {
+            throw CrossOrigin("Sign out from the dashboard page of this server.");
+        }
+        if (await sessions.SignOutAsync(context).ConfigureAwait(false) is { } signIn)
+        {
+            await watch.EndedAsync(signIn).ConfigureAwait(false);
+        }
+        return context.Request.Headers.Accept.ToString().Contains("application/json", StringComparison.OrdinalIgnoreCase)
+            ? TypedResults.NoContent()
+            : SeeOther("/dashboard");
     }
 
     private static async Task<Ok<DashboardSnapshot>> GetAsync(HttpContext context, DashboardSessions sessions, DashboardFeed feed) =>
-        sessions.IsSignedIn(context)
+        await sessions.IsSignedInAsync(context).ConfigureAwait(false)
             ? TypedResults.Ok(await feed.CurrentAsync(context.RequestAborted).ConfigureAwait(false))
             : throw Errors.Unauthenticated("Sign in at /dashboard, or send the operator key in the X-Api-Key header.");
+
+    private static void RequireSameOrigin(HttpRequest request, bool allowNull, string detail)
+    {
+        if (request.Headers.Origin is [{ } origin] && !(allowNull && origin == "null") && !SameOrigin(request, origin))
+        {
+            throw CrossOrigin(detail);
+        }
+    }
+
+    private static GrainException CrossOrigin(string detail) => new("cross_origin", 403, "Forbidden", detail);
 
     private static bool WantsPage(HttpRequest request) =>
         request.Headers.Accept.ToString().Contains("text/html", StringComparison.OrdinalIgnoreCase);

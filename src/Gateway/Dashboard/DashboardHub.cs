@@ -4,17 +4,40 @@ namespace QrOrleans.Gateway.Dashboard;
 
 /// <summary>
 /// SignalR hub at /hubs/dashboard: a signed-in dashboard receives <c>snapshot</c> at once and then every second.
-/// Requests without a valid dashboard cookie never reach it (401 at negotiate and at connect); the check here is
-/// a second line.
+/// Requests without the cookie of a standing sign-in never reach it (401 at negotiate and at connect); the check
+/// here is a second line. When the sign-in ends (a sign-out on any node, or its expiry) the connection is told
+/// (<c>signedOut</c>) and closed, within about a second (<see cref="SignInWatch"/>).
 /// </summary>
-public sealed class DashboardHub(DashboardFeed feed, DashboardSessions sessions) : Hub
+public sealed class DashboardHub(DashboardFeed feed, DashboardSessions sessions, SignInWatch watch, IHubContext<DashboardHub> hub) : Hub
 {
+    private const string Watched = "sign-in";
+
+    /// <summary>How long the farewell may take before the connection is closed regardless.</summary>
+    private static readonly TimeSpan FarewellTimeout = TimeSpan.FromSeconds(1);
+
     public override async Task OnConnectedAsync()
     {
-        if (Context.GetHttpContext() is not { } http || !sessions.IsSignedIn(http))
+        if (Context.GetHttpContext() is not { } http || !await sessions.IsSignedInAsync(http).ConfigureAwait(false))
         {
             Context.Abort();
             return;
+        }
+        if (!sessions.IsOperatorKey(http.Request.Headers["X-Api-Key"]) && sessions.SignInOf(http) is { } signIn)
+        {
+            var connection = Context;
+            Context.Items[Watched] = watch.Watch(signIn, async () =>
+            {
+                // The page goes back to its form at once; closing the connection is what enforces the sign-out.
+                using var timeout = new CancellationTokenSource(FarewellTimeout);
+                try
+                {
+                    await hub.Clients.Client(connection.ConnectionId).SendAsync("signedOut", timeout.Token).ConfigureAwait(false);
+                }
+                finally
+                {
+                    connection.Abort();
+                }
+            });
         }
         await Groups.AddToGroupAsync(Context.ConnectionId, DashboardFeed.Group).ConfigureAwait(false);
         feed.Joined();
@@ -25,6 +48,10 @@ public sealed class DashboardHub(DashboardFeed feed, DashboardSessions sessions)
 
     public override Task OnDisconnectedAsync(Exception? exception)
     {
+        if (Context.Items.TryGetValue(Watched, out var watched) && Context.Items.Remove(Watched))
+        {
+            (watched as IDisposable)?.Dispose();
+        }
         if (Context.Items.Remove(DashboardFeed.Group))
         {
             feed.Left();

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using System.Text.Json.Serialization;
 
 namespace QrOrleans.Accounts;
 
@@ -18,8 +19,16 @@ public static class AccountDefaults
     public static readonly PairingConfig Pairing = new(3, 30);
 }
 
+/// <summary>
+/// The owner's channel as stored: the webhook secret only ever sealed by the vault. <see cref="LegacyWebhookSecret"/>
+/// is the plain text that state written before secrets were sealed holds; it is read, sealed at the account's next
+/// activation or write, and never written again.
+/// </summary>
 [GenerateSerializer, Immutable, Alias("qrorleans.OwnerConfig")]
-public sealed record OwnerConfig([property: Id(0)] string WebhookUrl, [property: Id(1)] string WebhookSecret);
+public sealed record OwnerConfig(
+    [property: Id(0)] string WebhookUrl,
+    [property: Id(2)] string? SealedWebhookSecret,
+    [property: Id(1), JsonPropertyName("webhookSecret")] string? LegacyWebhookSecret = null);
 
 [GenerateSerializer, Immutable, Alias("qrorleans.RateBudgetConfig")]
 public sealed record RateBudgetConfig([property: Id(0)] int Capacity, [property: Id(1)] double RefillPerMinute);
@@ -222,8 +231,9 @@ public interface ILinkedAccountGrain : IGrainWithStringKey
     Task<string> GetSealedCredentialsAsync(CancellationToken ct = default);
 
     /// <summary>
-    /// Key rotation: re-seals the stored credentials under the vault's current key. False when there is nothing
-    /// to do (no credentials, or already under the current key); an unreadable value throws and changes nothing.
+    /// Key rotation: re-seals the stored credentials and the owner's webhook secret under the vault's current key
+    /// (and hands the outbox the resealed secret). False when there is nothing to do (no credentials, and both
+    /// already under the current key); an unreadable value throws and changes nothing.
     /// </summary>
     [Alias("ResealCredentials")]
     Task<bool> ResealCredentialsAsync(CancellationToken ct = default);
@@ -331,9 +341,16 @@ public sealed record AccountEvent(
     string Event, string AccountId, DateTimeOffset At, string State, string? Reason = null, string? Action = null,
     DateTimeOffset? Until = null, DateTimeOffset? LinkedAt = null);
 
-/// <summary>Where an account's owner webhooks go and the secret they are signed with.</summary>
+/// <summary>
+/// Where an account's owner webhooks go and the secret they are signed with, sealed by the vault: it is opened only
+/// by the sender, for the one signature. <see cref="LegacySecret"/> is plain text from an outbox stored (or a node
+/// running) before secrets were sealed; the outbox seals it on its next activation or write.
+/// </summary>
 [GenerateSerializer, Immutable, Alias("qrorleans.WebhookTarget")]
-public sealed record WebhookTarget([property: Id(0)] string Url, [property: Id(1)] string Secret);
+public sealed record WebhookTarget(
+    [property: Id(0)] string Url,
+    [property: Id(2)] string? SealedSecret,
+    [property: Id(1), JsonPropertyName("secret")] string? LegacySecret = null);
 
 /// <summary>
 /// One owner notice, made in the account's turn. <see cref="Seq"/> counts the notices of one incarnation of the

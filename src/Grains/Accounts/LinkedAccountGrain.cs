@@ -69,6 +69,12 @@ public sealed partial class LinkedAccountGrain(
             await CommitAsync(s with { CheckDue = true, CheckAt = null }, publish: false).ConfigureAwait(true);
             return;
         }
+        if (state.State.Account is { Config.Owner.LegacyWebhookSecret: not null } legacy)
+        {
+            // State stored before webhook secrets were sealed: sealed now, in one write (CommitAsync seals it).
+            await CommitAsync(legacy, publish: false).ConfigureAwait(true);
+            return;
+        }
         AfterChange();
     }
 
@@ -97,7 +103,7 @@ public sealed partial class LinkedAccountGrain(
                 State = Unlinked,
                 StateSince = now,
                 Config = new AccountConfig(settings.Platform, settings.DisplayName ?? Key,
-                    new OwnerConfig(settings.WebhookUrl, settings.WebhookSecret), budget, settings.Pairing ?? AccountDefaults.Pairing, settings.Connector),
+                    new OwnerConfig(settings.WebhookUrl, WebhookSecrets.Seal(vault, Key, settings.WebhookSecret)), budget, settings.Pairing ?? AccountDefaults.Pairing, settings.Connector),
                 Bucket = new TokenBucket(budget.Capacity, now),
                 // A re-created account keeps the notices its deleted self has not handed off yet.
                 Incarnation = tombstone?.Incarnation ?? Secrets.NewHexId(8),
@@ -106,7 +112,7 @@ public sealed partial class LinkedAccountGrain(
             };
             // Listed first: an account that exists is always in the directory (a listed one that does not is skipped).
             await Directory.AddAsync(Key, ct).ConfigureAwait(true);
-            return new AccountConfigured(await CommitAsync(created).ConfigureAwait(true), true, Target(created));
+            return new AccountConfigured(await CommitAsync(created).ConfigureAwait(true), true, Target(state.State.Account!));
         }
         var platform = settings.Platform ?? existing.Config.Platform;
         if (platform != existing.Config.Platform && (existing.SealedCredentials is not null || existing.State == Pairing))
@@ -118,14 +124,16 @@ public sealed partial class LinkedAccountGrain(
         {
             Platform = platform,
             DisplayName = settings.DisplayName ?? old.DisplayName,
-            Owner = new OwnerConfig(settings.WebhookUrl ?? old.Owner.WebhookUrl, settings.WebhookSecret ?? old.Owner.WebhookSecret),
+            Owner = settings.WebhookSecret is { } secret
+                ? new OwnerConfig(settings.WebhookUrl ?? old.Owner.WebhookUrl, WebhookSecrets.Seal(vault, Key, secret))
+                : old.Owner with { WebhookUrl = settings.WebhookUrl ?? old.Owner.WebhookUrl },
             RateBudget = settings.RateBudget ?? old.RateBudget,
             Pairing = settings.Pairing ?? old.Pairing,
             Connector = settings.Connector ?? (platform == old.Platform ? old.Connector : null),
         };
         var bucket = existing.Bucket.Refill(old.RateBudget, Now);
         var s = existing with { Config = config, Bucket = bucket with { Tokens = Math.Min(bucket.Tokens, config.RateBudget.Capacity) } };
-        return new AccountConfigured(await CommitAsync(s).ConfigureAwait(true), false, Target(s));
+        return new AccountConfigured(await CommitAsync(s).ConfigureAwait(true), false, Target(state.State.Account!));
     }
 
     public async Task<AccountView?> GetAsync(CancellationToken ct) =>
@@ -229,12 +237,28 @@ public sealed partial class LinkedAccountGrain(
 
     public async Task<bool> ResealCredentialsAsync(CancellationToken ct)
     {
-        if (Live is not { SealedCredentials: { } sealedValue } s || !vault.NeedsResealing(sealedValue))
+        if (Live is not { } s)
         {
             return false;
         }
-        // The plaintext exists only inside this call; what is stored is the new sealed string.
-        await CommitAsync(s with { SealedCredentials = vault.Seal(Key, vault.Unseal(Key, sealedValue)) }, publish: false).ConfigureAwait(true);
+        // The plaintexts exist only inside this call; what is stored is the new sealed strings.
+        var credentials = s.SealedCredentials is { } c && vault.NeedsResealing(c) ? vault.Seal(Key, vault.Unseal(Key, c)) : s.SealedCredentials;
+        var owner = WebhookSecrets.Sealed(vault, Key, s.Config.Owner);
+        if (owner.SealedWebhookSecret is { } w)
+        {
+            owner = owner with { SealedWebhookSecret = WebhookSecrets.Reseal(vault, Key, w) };
+        }
+        if (credentials == s.SealedCredentials && owner == s.Config.Owner)
+        {
+            return false;
+        }
+        var next = s with { SealedCredentials = credentials, Config = s.Config with { Owner = owner } };
+        await CommitAsync(next, publish: false).ConfigureAwait(true);
+        if (owner != s.Config.Owner)
+        {
+            // The outbox keeps its own copy of the sealed secret: it gets the resealed one, so the old key can go.
+            await GrainFactory.GetGrain<IOutboxGrain>(Key).AcceptAsync(Target(next), [], ct).ConfigureAwait(true);
+        }
         return true;
     }
 
@@ -643,6 +667,10 @@ public sealed partial class LinkedAccountGrain(
     /// </summary>
     private async Task<AccountView> CommitAsync(LinkedAccountState s, bool publish = true)
     {
+        if (s.Config.Owner.LegacyWebhookSecret is not null)
+        {
+            s = s with { Config = s.Config with { Owner = WebhookSecrets.Sealed(vault, Key, s.Config.Owner) } };
+        }
         var version = state.State.Version + 1;
         state.State = new LinkedAccountDocument { Account = s, Version = version };
         await state.PersistAsync(this).ConfigureAwait(true);
@@ -814,7 +842,9 @@ public sealed partial class LinkedAccountGrain(
 
     private ConnectorBinding Binding(LinkedAccountState s) => new(Key, s.Config.Platform, s.Config.DisplayName, s.Config.Connector);
 
-    private static WebhookTarget Target(LinkedAccountState s) => new(s.Config.Owner.WebhookUrl, s.Config.Owner.WebhookSecret);
+    /// <summary>The outbox's copy of the owner's channel: the secret as stored, sealed (a legacy one is sealed by every write).</summary>
+    private static WebhookTarget Target(LinkedAccountState s) =>
+        new(s.Config.Owner.WebhookUrl, s.Config.Owner.SealedWebhookSecret, s.Config.Owner.LegacyWebhookSecret);
 
     [LoggerMessage(LogLevel.Information, "Account {Account}: this activation on {Silo} holds the live connection")]
     private static partial void LogHolding(ILogger log, string account, string silo);

@@ -34,6 +34,7 @@ public sealed record OutboxState
 public sealed partial class OutboxGrain(
     [PersistentState("outbox", OrleansNames.Storage)] IPersistentState<OutboxState> state,
     WebhookSender sender,
+    ICredentialVault vault,
     AccountOptions options,
     AccountRecoveryOptions recovery,
     [FromKeyedServices(OrleansNames.Clock)] TimeProvider time,
@@ -50,10 +51,15 @@ public sealed partial class OutboxGrain(
 
     private string Key => this.GetPrimaryKeyString();
 
-    public override Task OnActivateAsync(CancellationToken cancellationToken)
+    public override async Task OnActivateAsync(CancellationToken cancellationToken)
     {
+        if (state.State.Target is { LegacySecret: not null } legacy)
+        {
+            // An outbox stored before webhook secrets were sealed: sealed now, in one write.
+            state.State = state.State with { Target = WebhookSecrets.Sealed(vault, Key, legacy) };
+            await state.PersistAsync(this).ConfigureAwait(true);
+        }
         Schedule();
-        return Task.CompletedTask;
     }
 
     public async Task AcceptAsync(WebhookTarget target, IReadOnlyList<WebhookNotice> notices, CancellationToken ct)
@@ -62,6 +68,8 @@ public sealed partial class OutboxGrain(
         try
         {
             var s = state.State;
+            // A node not yet upgraded hands over a plain-text secret: it is stored sealed all the same.
+            target = WebhookSecrets.Sealed(vault, Key, target);
             var next = s.Target == target ? s : s with { Target = target };
             var queue = s.Queue.ToList();
             var now = time.GetUtcNow();
@@ -153,7 +161,7 @@ public sealed partial class OutboxGrain(
         WebhookResult result;
         try
         {
-            result = await sender.SendAsync(target, head.DeliveryId, head.Event, head.Body, ct).ConfigureAwait(true);
+            result = await sender.SendAsync(Key, target, head.DeliveryId, head.Event, head.Body, ct).ConfigureAwait(true);
         }
         finally
         {

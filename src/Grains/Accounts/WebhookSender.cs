@@ -2,6 +2,7 @@ using System.Net.Http.Headers;
 using System.Security.Cryptography;
 using System.Text;
 using QrOrleans.Accounts;
+using QrOrleans.Grains.Vault;
 
 namespace QrOrleans.Grains.Accounts;
 
@@ -10,14 +11,17 @@ public readonly record struct WebhookResult(bool Delivered, string? Error);
 
 /// <summary>
 /// POSTs one owner webhook: the raw body, signed with HMAC-SHA256 under the owner's secret (API.md, Owner webhooks).
-/// Redirects are not followed, so a signed body goes only where the owner said.
+/// Redirects are not followed, so a signed body goes only where the owner said. The secret arrives sealed and is
+/// opened here, for the one signature: the only place it is ever plain text after the operator's PUT.
 /// </summary>
 public sealed class WebhookSender : IDisposable
 {
     private readonly HttpClient _http;
+    private readonly ICredentialVault _vault;
 
-    public WebhookSender(AccountOptions options)
+    public WebhookSender(AccountOptions options, ICredentialVault vault)
     {
+        _vault = vault;
         _http = new HttpClient(new SocketsHttpHandler { AllowAutoRedirect = false, PooledConnectionLifetime = TimeSpan.FromMinutes(2) })
         {
             Timeout = options.WebhookTimeout,
@@ -28,15 +32,27 @@ public sealed class WebhookSender : IDisposable
     public static string Signature(string secret, string body) =>
         "sha256=" + Convert.ToHexStringLower(HMACSHA256.HashData(Encoding.UTF8.GetBytes(secret), Encoding.UTF8.GetBytes(body)));
 
-    public async Task<WebhookResult> SendAsync(WebhookTarget target, string deliveryId, string @event, string body, CancellationToken ct)
+    public async Task<WebhookResult> SendAsync(string accountId, WebhookTarget target, string deliveryId, string @event, string body, CancellationToken ct)
     {
+        string signature;
+        try
+        {
+            signature = target.SealedSecret is { } sealedSecret
+                ? Signature(WebhookSecrets.Unseal(_vault, accountId, sealedSecret), body)
+                : Signature(target.LegacySecret ?? throw VaultErrors.InvalidSealed("The owner's webhook secret is missing."), body);
+        }
+        catch (GrainException e)
+        {
+            // A key version this node lacks, or a tampered value: retried with backoff, and the code says why.
+            return new WebhookResult(false, e.Code);
+        }
         using var request = new HttpRequestMessage(HttpMethod.Post, target.Url)
         {
             Content = new StringContent(body, Encoding.UTF8, "application/json"),
         };
         request.Headers.Add("X-QrOrleans-Event", @event);
         request.Headers.Add("X-QrOrleans-Delivery", deliveryId);
-        request.Headers.Add("X-QrOrleans-Signature", Signature(target.Secret, body));
+        request.Headers.Add("X-QrOrleans-Signature", signature);
         try
         {
             using var response = await _http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, ct).ConfigureAwait(false);

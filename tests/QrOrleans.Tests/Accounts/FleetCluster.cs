@@ -97,6 +97,10 @@ public sealed class SharedGrainStorage : IGrainStorage, ILifecycleParticipant<IS
     public string? Raw(string stateName, GrainId grain) =>
         _documents.TryGetValue((stateName, grain), out var d) ? d.Data.ToString() : null;
 
+    /// <summary>Stores a document as it is, e.g. as an earlier version of the product wrote it.</summary>
+    public void Put(string stateName, GrainId grain, string json) =>
+        _documents[(stateName, grain)] = (BinaryData.FromString(json), Interlocked.Increment(ref _etag).ToString(System.Globalization.CultureInfo.InvariantCulture));
+
     public Task ReadStateAsync<T>(string stateName, GrainId grainId, IGrainState<T> grainState)
     {
         if (_documents.TryGetValue((stateName, grainId), out var d))

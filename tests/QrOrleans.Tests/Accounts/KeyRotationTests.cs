@@ -45,8 +45,17 @@ public sealed class KeyRotationTests
             export.EnsureStatus(200); // the stored credentials open with the new key alone
         }
 
-        await using var oldOnly = await GatewayNode.StartAsync(Fleet.Settings(redis));
-        var refused = await new Fleet(oldOnly).PostAsync($"/v1/accounts/{id}/export", new { passphrase = "correct horse battery staple" });
-        Assert.Equal((422, "unknown_key_version"), refused.Of()); // and no longer with the old one
+        await using (var oldOnly = await GatewayNode.StartAsync(Fleet.Settings(redis)))
+        {
+            var refused = await new Fleet(oldOnly).PostAsync($"/v1/accounts/{id}/export", new { passphrase = "correct horse battery staple" });
+            Assert.Equal((422, "unknown_key_version"), refused.Of()); // and no longer with the old one
+        }
+
+        // The owner's webhook secret moved to the new key with the credentials: with the new key alone, the next
+        // webhook is still signed with it.
+        await using var signing = await GatewayNode.StartAsync(newOnly);
+        (await new Fleet(signing).PostAsync($"/v1/accounts/{id}/unlink")).EnsureStatus(200);
+        var unlinked = (await owner.WaitForEventAsync("account.unlinked")).Single(d => d.Event == "account.unlinked");
+        Assert.True(unlinked.SignedWith(Fleet.WebhookSecret));
     }
 }

@@ -111,16 +111,142 @@ public sealed class DashboardAuthTests(NodeFixture fixture) : IClassFixture<Node
     }
 
     [Fact]
-    public async Task A_cookie_from_one_node_works_on_another_node_with_the_same_operator_key_only()
+    public async Task A_cookie_counts_only_in_the_cluster_that_recorded_its_sign_in()
     {
+        // Two embedded nodes are two clusters, each with its own storage: the same operator key is not enough.
         await using var sameKey = await GatewayNode.StartAsync();
         await using var otherKey = await GatewayNode.StartAsync(new Dictionary<string, string?> { ["QrOrleans:AdminApiKey"] = "another-cluster-key" });
         var cookie = await LogRedactionTests.SignInAsync(Node.Http, GatewayNode.AdminKey);
 
+        using var here = NoRedirects(Node);
         using var same = NoRedirects(sameKey);
         using var other = NoRedirects(otherKey);
-        Assert.Equal(HttpStatusCode.OK, (await GetAsync(same, "/v1/dashboard", cookie)).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await GetAsync(here, "/v1/dashboard", cookie)).StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await GetAsync(same, "/v1/dashboard", cookie)).StatusCode);
         Assert.Equal(HttpStatusCode.Unauthorized, (await GetAsync(other, "/v1/dashboard", cookie)).StatusCode);
+    }
+
+    [Fact]
+    public async Task After_signing_out_the_cookie_opens_neither_the_data_nor_the_hub_nor_the_orleans_dashboard_and_no_record_is_left()
+    {
+        using var http = NoRedirects(Node);
+        var cookie = await LogRedactionTests.SignInAsync(Node.Http, GatewayNode.AdminKey);
+        var other = await LogRedactionTests.SignInAsync(Node.Http, GatewayNode.AdminKey);
+        Assert.Equal(HttpStatusCode.OK, (await GetAsync(http, "/dashboard/orleans/DashboardCounters", cookie)).StatusCode);
+        Assert.True(await IsRecordedAsync(Node, cookie));
+
+        using var signOut = await SignOutAsync(http, cookie, Node.BaseAddress.GetLeftPart(UriPartial.Authority));
+        Assert.Equal(HttpStatusCode.SeeOther, signOut.StatusCode);
+        Assert.Equal("/dashboard", signOut.Headers.Location?.OriginalString);
+        Assert.Contains(signOut.Headers.GetValues("Set-Cookie"), c => c.StartsWith("qro_dashboard=;", StringComparison.Ordinal));
+
+        // The browser forgets the cookie, and a copy kept elsewhere is refused all the same.
+        Assert.Equal(HttpStatusCode.Unauthorized, (await GetAsync(http, "/v1/dashboard", cookie)).StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await PostAsync(http, "/hubs/dashboard/negotiate?negotiateVersion=1", cookie)).StatusCode);
+        foreach (var path in new[] { "/dashboard/orleans/", "/dashboard/orleans/DashboardCounters", "/dashboard/orleans/Trace" })
+        {
+            Assert.Equal(HttpStatusCode.Unauthorized, (await GetAsync(http, path, cookie)).StatusCode);
+        }
+        Assert.False(await IsRecordedAsync(Node, cookie));
+        // Another sign-in of the same operator is not touched.
+        Assert.Equal(HttpStatusCode.OK, (await GetAsync(http, "/v1/dashboard", other)).StatusCode);
+    }
+
+    [Fact]
+    public async Task Signing_out_from_another_origin_or_site_is_refused_and_the_sign_in_stands()
+    {
+        using var http = NoRedirects(Node);
+        var cookie = await LogRedactionTests.SignInAsync(Node.Http, GatewayNode.AdminKey);
+
+        foreach (var (origin, site) in new (string?, string?)[] { ("https://evil.example", null), ("null", null), (null, "cross-site"), (null, "same-site") })
+        {
+            using var refused = await SignOutAsync(http, cookie, origin, site);
+            Assert.Equal(HttpStatusCode.Forbidden, refused.StatusCode);
+            using var problem = JsonDocument.Parse(await refused.Content.ReadAsStringAsync());
+            Assert.Equal("cross_origin", problem.RootElement.GetProperty("code").GetString());
+            Assert.False(refused.Headers.Contains("Set-Cookie"));
+            Assert.Equal(HttpStatusCode.OK, (await GetAsync(http, "/v1/dashboard", cookie)).StatusCode);
+        }
+
+        // The page's own form (same origin) and a script (no Origin, asking for JSON) sign out.
+        using (var json = new HttpRequestMessage(HttpMethod.Post, "/dashboard/sign-out"))
+        {
+            json.Headers.Add("Cookie", cookie);
+            json.Headers.Accept.ParseAdd("application/json");
+            Assert.Equal(HttpStatusCode.NoContent, (await http.SendAsync(json)).StatusCode);
+        }
+        Assert.Equal(HttpStatusCode.Unauthorized, (await GetAsync(http, "/v1/dashboard", cookie)).StatusCode);
+    }
+
+    [Fact]
+    public async Task An_open_live_feed_of_a_signed_out_cookie_is_closed_within_3_seconds_and_others_stay_open()
+    {
+        using var http = NoRedirects(Node);
+        var cookie = await LogRedactionTests.SignInAsync(Node.Http, GatewayNode.AdminKey);
+        var kept = await LogRedactionTests.SignInAsync(Node.Http, GatewayNode.AdminKey);
+        await using var revoked = await LiveFeed.OpenAsync(Node.BaseAddress, cookie);
+        await using var other = await LiveFeed.OpenAsync(Node.BaseAddress, kept);
+
+        using var signOut = await SignOutAsync(http, cookie, Node.BaseAddress.GetLeftPart(UriPartial.Authority));
+        Assert.Equal(HttpStatusCode.SeeOther, signOut.StatusCode);
+
+        await revoked.WaitClosedAsync(TimeSpan.FromSeconds(3));
+        Assert.True(revoked.ToldSignedOut, "the page was not told why its feed closed");
+        var seen = other.Snapshots;
+        await other.WaitForSnapshotsAsync(seen + 2, TimeSpan.FromSeconds(5)); // still live, a push a second
+        Assert.Equal(Microsoft.AspNetCore.SignalR.Client.HubConnectionState.Connected, other.State);
+    }
+
+    [Fact]
+    public async Task The_orleans_dashboards_open_log_stream_is_cut_when_its_sign_in_ends()
+    {
+        using var http = NoRedirects(Node);
+        var cookie = await LogRedactionTests.SignInAsync(Node.Http, GatewayNode.AdminKey);
+        using var trace = new HttpRequestMessage(HttpMethod.Get, "/dashboard/orleans/Trace");
+        trace.Headers.Add("Cookie", cookie);
+        using var response = await http.SendAsync(trace, HttpCompletionOption.ResponseHeadersRead);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        await using var body = await response.Content.ReadAsStreamAsync();
+        var drained = DrainAsync(body);
+        await Task.Delay(1500);
+        Assert.False(drained.IsCompleted, "the log stream ended by itself"); // it stays open while signed in
+
+        using var signOut = await SignOutAsync(http, cookie, Node.BaseAddress.GetLeftPart(UriPartial.Authority));
+        Assert.Equal(HttpStatusCode.SeeOther, signOut.StatusCode);
+        Assert.Same(drained, await Task.WhenAny(drained, Task.Delay(TimeSpan.FromSeconds(3))));
+
+        static async Task DrainAsync(Stream body)
+        {
+            var buffer = new byte[4096];
+            try
+            {
+                while (await body.ReadAsync(buffer) > 0)
+                {
+                }
+            }
+            catch (Exception e) when (e is IOException or HttpRequestException)
+            {
+                // cut by the server: what this test waits for
+            }
+        }
+    }
+
+    [Fact]
+    public async Task On_redis_a_sign_in_outlives_a_restart_of_the_node_and_a_sign_out_after_it_holds()
+    {
+        var redis = new QrOrleans.Tests.Accounts.FleetRedis();
+        string cookie;
+        await using (var before = await GatewayNode.StartAsync(redis.NodeSettings()))
+        {
+            cookie = await LogRedactionTests.SignInAsync(before.Http, GatewayNode.AdminKey);
+        }
+        await using var restarted = await GatewayNode.StartAsync(redis.NodeSettings());
+        using var http = NoRedirects(restarted);
+        Assert.Equal(HttpStatusCode.OK, (await GetAsync(http, "/v1/dashboard", cookie)).StatusCode);
+
+        using var signOut = await SignOutAsync(http, cookie, restarted.BaseAddress.GetLeftPart(UriPartial.Authority));
+        Assert.Equal(HttpStatusCode.SeeOther, signOut.StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await GetAsync(http, "/v1/dashboard", cookie)).StatusCode);
     }
 
     [Fact]
@@ -264,6 +390,39 @@ public sealed class DashboardAuthTests(NodeFixture fixture) : IClassFixture<Node
         node.Services.GetRequiredService<Orleans.Runtime.ILocalSiloDetails>().SiloAddress;
 
     internal static string SelfSiloId(GatewayNode node) => SelfSiloAddress(node).ToParsableString();
+
+    /// <summary>POST /dashboard/sign-out as a browser's form would send it, with its Origin and Sec-Fetch-Site when given.</summary>
+    internal static async Task<HttpResponseMessage> SignOutAsync(HttpClient http, string cookie, string? origin, string? site = null)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/dashboard/sign-out") { Content = new FormUrlEncodedContent([]) };
+        request.Headers.Add("Cookie", cookie);
+        if (origin is not null)
+        {
+            request.Headers.Add("Origin", origin);
+        }
+        if (site is not null)
+        {
+            request.Headers.Add("Sec-Fetch-Site", site);
+        }
+        return await http.SendAsync(request);
+    }
+
+    /// <summary>Whether the sign-in of <paramref name="cookie"/> is in the node's grain storage (read past any activation).</summary>
+    private static async Task<bool> IsRecordedAsync(GatewayNode node, string cookie)
+    {
+        var payload = Convert.FromBase64String(Padded(cookie.Split('=', 2)[1].Split('.')[0]));
+        var key = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(payload.AsSpan(0, 16)));
+        var storage = node.Services.GetRequiredKeyedService<Orleans.Storage.IGrainStorage>(OrleansNames.Storage);
+        var state = new Orleans.GrainState<QrOrleans.Grains.Dashboard.DashboardSignInState>(new());
+        await storage.ReadStateAsync("signIn", Orleans.Runtime.GrainId.Create("dashboardsignin", key), state);
+        return state.RecordExists;
+
+        static string Padded(string b64url)
+        {
+            var s = b64url.Replace('-', '+').Replace('_', '/');
+            return s + new string('=', (4 - s.Length % 4) % 4);
+        }
+    }
 
     private static HttpClient NoRedirects(GatewayNode node) =>
         new(new HttpClientHandler { AllowAutoRedirect = false, UseCookies = false }) { BaseAddress = node.BaseAddress };

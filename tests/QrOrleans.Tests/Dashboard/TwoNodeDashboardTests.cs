@@ -77,4 +77,37 @@ public sealed class TwoNodeDashboardTests(TwoNodeDashboardCluster cluster) : ICl
             "async () => (await (await fetch('/dashboard/orleans/DashboardCounters')).json()).totalActiveHostCount"));
         Assert.True(errors.Count == 0, "Script errors: " + string.Join("\n", errors));
     });
+
+    [Fact(Timeout = 120_000)]
+    public Task A_sign_out_on_node_1_refuses_the_cookie_on_both_nodes_and_closes_its_live_feed_on_node_2() => cluster.RunAsync(async () =>
+    {
+        var (n1, n2) = (cluster[1], cluster[2]);
+        using var http1 = NoRedirects(n1.BaseAddress);
+        using var http2 = NoRedirects(n2.BaseAddress);
+        var cookie = await QrOrleans.Tests.Observability.LogRedactionTests.SignInAsync(n1.Http, ClusterNode.AdminKey);
+
+        // Signed in on node 1, the cookie opens node 2 too: the sign-in is a record in the cluster's storage.
+        Assert.Equal(System.Net.HttpStatusCode.OK, (await GetAsync(http2, "/v1/dashboard", cookie)).StatusCode);
+        Assert.Equal(System.Net.HttpStatusCode.OK, (await GetAsync(http2, "/dashboard/orleans/DashboardCounters", cookie)).StatusCode);
+        await using var feed = await LiveFeed.OpenAsync(n2.BaseAddress, cookie);
+
+        using var signOut = await DashboardAuthTests.SignOutAsync(http1, cookie, n1.BaseAddress.GetLeftPart(UriPartial.Authority));
+        Assert.Equal(System.Net.HttpStatusCode.SeeOther, signOut.StatusCode);
+
+        // The very next request, on either node, is refused; node 2's open feed closes within seconds.
+        Assert.Equal(System.Net.HttpStatusCode.Unauthorized, (await GetAsync(http2, "/v1/dashboard", cookie)).StatusCode);
+        Assert.Equal(System.Net.HttpStatusCode.Unauthorized, (await GetAsync(http1, "/v1/dashboard", cookie)).StatusCode);
+        Assert.Equal(System.Net.HttpStatusCode.Unauthorized, (await GetAsync(http2, "/dashboard/orleans/DashboardCounters", cookie)).StatusCode);
+        await feed.WaitClosedAsync(TimeSpan.FromSeconds(5));
+    });
+
+    private static HttpClient NoRedirects(Uri node) =>
+        new(new HttpClientHandler { AllowAutoRedirect = false, UseCookies = false }) { BaseAddress = node };
+
+    private static async Task<HttpResponseMessage> GetAsync(HttpClient http, string path, string cookie)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Get, path);
+        request.Headers.Add("Cookie", cookie);
+        return await http.SendAsync(request);
+    }
 }

@@ -31,9 +31,16 @@
   async function follow() {
     connection = new signalR.HubConnectionBuilder().withUrl('/hubs/dashboard').withAutomaticReconnect().build();
     connection.on('snapshot', render);
-    connection.onreconnecting(() => { $('live-status').textContent = 'reconnecting…'; });
+    // The sign-in ended (signed out here or on another tab or node, or expired): the server closes the feed.
+    connection.on('signedOut', () => connection.stop());
+    connection.onreconnecting(async () => {
+      $('live-status').textContent = 'reconnecting…';
+      // A feed closed because the sign-in ended never comes back: stop retrying and show the form.
+      const res = await fetch('/v1/dashboard', { cache: 'no-store' }).catch(() => null);
+      if (res && res.status === 401) connection.stop();
+    });
     connection.onreconnected(() => { $('live-status').textContent = 'live'; });
-    // Closed for good (the cookie expired, the key changed): back to the sign-in form if the server says so.
+    // Closed for good (signed out, the cookie expired, the key changed): back to the sign-in form if the server says so.
     connection.onclose(async () => {
       $('live-status').textContent = 'disconnected';
       const res = await fetch('/v1/dashboard', { cache: 'no-store' }).catch(() => null);
