@@ -38,15 +38,8 @@ public static class CeremoniesBench
         Console.WriteLine(string.Create(c,
             $"ceremonies: target={target} seconds={seconds} concurrency={concurrency} transport={transport} phones={phoneCount}{(transport == Transport.SignalR ? $" hubs={hubCount}" : "")} cores={Environment.ProcessorCount}"));
 
-        // Setup: phones (user + device access token), hub connections.
-        var run = Guid.NewGuid().ToString("N")[..8];
-        var phones = new Phone[phoneCount];
-        await Parallel.ForEachAsync(Enumerable.Range(0, phoneCount), new ParallelOptions { MaxDegreeOfParallelism = 16 }, async (i, ct) =>
-            phones[i] = await phonesApi.CreatePhoneAsync(adminKey, $"bench-{run}-{i}", ct));
-        var hubs = new DesktopHub[transport == Transport.SignalR ? hubCount : 0];
-        await Parallel.ForEachAsync(Enumerable.Range(0, hubs.Length), new ParallelOptions { MaxDegreeOfParallelism = 16 }, async (i, ct) =>
-            hubs[i] = await DesktopHub.ConnectAsync(target, ct));
-        Console.WriteLine(string.Create(c, $"setup: {phones.Length} phones, {hubs.Length} hub connections"));
+        var (phones, hubs) = await SetupAsync(target, phonesApi, adminKey, phoneCount, transport == Transport.SignalR ? hubCount : 0);
+        var redisBefore = args.Get("redis") is { } redisConfig ? await RedisCeiling.CommandsAsync(redisConfig) : 0;
 
         // Warm-up: a few ceremonies per worker so JIT and connection set-up are not in the figures.
         var warm = new Counters();
@@ -68,6 +61,7 @@ public static class CeremoniesBench
         await progress.CancelAsync();
         await reporter;
         var requests = api.Requests + (phoneApi?.Requests ?? 0) - requestsBefore;
+        var redisCommands = args.Get("redis") is { } redisAfter ? await RedisCeiling.CommandsAsync(redisAfter) - redisBefore : 0;
         var benchCpu = Process.GetCurrentProcess().TotalProcessorTime.TotalSeconds - benchCpuBefore;
         var serverCpu = serverPid is { } spid ? CpuSeconds(spid) - serverCpuBefore : double.NaN;
         var machineBusy = MachineBusySeconds() - machineBefore;
@@ -112,12 +106,35 @@ public static class CeremoniesBench
         }
         Console.WriteLine(string.Create(c,
             $"ratio: ceremony HTTP req/s / healthz req/s = {requests / elapsed / ceiling.Rate:F3}; healthz req/s per ceremony/s = {ceiling.Rate / Math.Max(rate, 1e-9):F1}"));
+        if (args.Get("redis") is { } redis && counters.Completed > 0)
+        {
+            // Redis's own ceiling, same run: as many raw version-checked writes as the ceremonies sent Redis commands.
+            var perCeremony = (double)redisCommands / counters.Completed;
+            var writesPerSecond = await RedisCeiling.MeasureAsync(redis, redisCommands, concurrency);
+            var bound = writesPerSecond / perCeremony;
+            Console.WriteLine(string.Create(c,
+                $"redis: {redisCommands} commands during the run ({perCeremony:F1} per ceremony); {redisCommands} raw version-checked writes at concurrency {concurrency}: redis_writes/s={writesPerSecond:F0} redis_bound_ceremonies/s={bound:F0} ratio={rate / bound:F2}"));
+        }
         Console.WriteLine(string.Create(c,
             $"ceremonies/s={rate:F1} p50_ms={Percentile(latencies, 0.50):F2} p99_ms={Percentile(latencies, 0.99):F2} ceiling_req/s={ceiling.Rate:F0}"));
         return 0;
     }
 
-    private sealed class Counters
+    /// <summary>Phones (user + device access token), spread over many users, and the desktops' hub connections.</summary>
+    internal static async Task<(Phone[] Phones, DesktopHub[] Hubs)> SetupAsync(Uri target, Api phonesApi, string adminKey, int phoneCount, int hubCount)
+    {
+        var run = Guid.NewGuid().ToString("N")[..8];
+        var phones = new Phone[phoneCount];
+        await Parallel.ForEachAsync(Enumerable.Range(0, phoneCount), new ParallelOptions { MaxDegreeOfParallelism = 16 }, async (i, ct) =>
+            phones[i] = await phonesApi.CreatePhoneAsync(adminKey, $"bench-{run}-{i}", ct));
+        var hubs = new DesktopHub[hubCount];
+        await Parallel.ForEachAsync(Enumerable.Range(0, hubs.Length), new ParallelOptions { MaxDegreeOfParallelism = 16 }, async (i, ct) =>
+            hubs[i] = await DesktopHub.ConnectAsync(target, ct));
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"setup: {phones.Length} phones, {hubs.Length} hub connections"));
+        return (phones, hubs);
+    }
+
+    internal sealed class Counters
     {
         private long _completed;
         private long _errors;
@@ -156,14 +173,16 @@ public static class CeremoniesBench
         }
     }
 
-    private static async Task RunWorkersAsync(Api api, Api phoneApi, Phone[] phones, DesktopHub[] hubs, Transport transport, int concurrency,
-        TimeSpan duration, Counters counters, Stopwatch? clock)
+    /// <summary>Workers run ceremonies until <paramref name="duration"/> is over, or <paramref name="count"/> were started.</summary>
+    internal static async Task RunWorkersAsync(Api api, Api phoneApi, Phone[] phones, DesktopHub[] hubs, Transport transport, int concurrency,
+        TimeSpan duration, Counters counters, Stopwatch? clock, long count = long.MaxValue)
     {
         var until = Stopwatch.GetTimestamp() + (long)(duration.TotalSeconds * Stopwatch.Frequency);
+        long started = 0;
         var workers = Enumerable.Range(0, concurrency).Select(w => Task.Run(async () =>
         {
             var hub = hubs.Length > 0 ? hubs[w % hubs.Length] : null;
-            while (Stopwatch.GetTimestamp() < until)
+            while (Stopwatch.GetTimestamp() < until && Interlocked.Increment(ref started) <= count)
             {
                 var phone = phones[(int)((ulong)Interlocked.Increment(ref s_nextPhone) % (ulong)phones.Length)];
                 try
@@ -245,7 +264,7 @@ public static class CeremoniesBench
         }
     }
 
-    private static async Task ReportAsync(Counters counters, Stopwatch clock, CancellationToken ct)
+    internal static async Task ReportAsync(Counters counters, Stopwatch clock, CancellationToken ct)
     {
         var last = 0L;
         var lastAt = 0.0;

@@ -3,7 +3,8 @@ using QrOrleans.Bench;
 
 // Load generator for a running QrOrleans node. See docs/benchmarks.md.
 //   ceremonies --target <url> --seconds <n> [--concurrency <c>] [--transport signalr|sse] [--admin-key <key>] [--phones <p>] [--hubs <h>] [--warmup <s>] [--pid <server pid>]
-//              [--phone-target <url of another node>]
+//              [--phone-target <url of another node>] [--redis <StackExchange.Redis configuration of the cluster's Redis>]
+//   growth     --target <url> --count <n> [--concurrency <c>] [--transport signalr|sse] [--warmup <n>] [--idle-seconds <s>] [--pid <server pid>]
 //   waiting    --target <url> --count <n> [--transport signalr|sse] [--pid <server pid>] [--parallel <p>] [--settle <s>] [--warmup <w>] [--part all|sessions|connections|http]
 if (args.Length == 0 || args[0] is "-h" or "--help" or "help")
 {
@@ -18,6 +19,7 @@ try
     {
         "ceremonies" => await CeremoniesBench.RunAsync(options),
         "waiting" => await WaitingBench.RunAsync(options),
+        "growth" => await GrowthBench.RunAsync(options),
         _ => Usage(),
     };
 }
@@ -34,9 +36,11 @@ static int Usage()
         usage:
           QrOrleans.Bench ceremonies --target <url> --seconds <n> [--concurrency <c>] [--transport signalr|sse]
                                      [--admin-key <key>] [--phones <p>] [--hubs <h>] [--warmup <seconds>] [--pid <server pid>]
-                                     [--phone-target <url>]
+                                     [--phone-target <url>] [--redis <configuration>]
           QrOrleans.Bench waiting --target <url> --count <n> [--transport signalr|sse] [--pid <server pid>]
                                   [--parallel <p>] [--settle <seconds>] [--warmup <n>] [--part all|sessions|connections|http]
+          QrOrleans.Bench growth --target <url> --count <n> [--concurrency <c>] [--transport signalr|sse] [--admin-key <key>]
+                                 [--phones <p>] [--warmup <n>] [--idle-seconds <s>] [--pid <server pid>]
         """);
     return 2;
 }

@@ -6,11 +6,8 @@ public static class OrleansNames
     /// <summary>The grain storage every grain state uses (memory or Redis, per QrOrleans:Cluster:Provider).</summary>
     public const string Storage = "qrorleans";
 
-    /// <summary>The memory stream provider that carries grain state changes across the cluster.</summary>
+    /// <summary>The memory stream provider that carries linked-account changes across the cluster.</summary>
     public const string Streams = "qrorleans-streams";
-
-    /// <summary>Stream namespace of QR sessions (key = session id).</summary>
-    public const string QrSessionStream = "qr-session";
 
     /// <summary>The keyed <see cref="TimeProvider"/> grains read "now" from (tests put a fake one here; Orleans' own timers keep the real clock).</summary>
     public const string Clock = "qrorleans-clock";

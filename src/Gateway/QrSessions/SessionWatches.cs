@@ -1,4 +1,3 @@
-using Orleans.Streams;
 using QrOrleans.QrSessions;
 
 namespace QrOrleans.Gateway.QrSessions;
@@ -6,18 +5,19 @@ namespace QrOrleans.Gateway.QrSessions;
 /// <summary>A waiting desktop on this node (a SignalR connection, an SSE response, a long-poll).</summary>
 public interface ISessionWatcher
 {
-    /// <summary>A change of the session arrived on its stream. Must not block: it runs on the stream's delivery.</summary>
+    /// <summary>A change of the session arrived. Must not block: it runs on the delivery of the grain's message.</summary>
     void OnChanged(QrSessionChanged change);
 
-    /// <summary>Events may have been missed (stream failure, membership change): re-read the snapshot.</summary>
+    /// <summary>Changes may have been missed (membership change, the activation moved): re-read the snapshot.</summary>
     void OnResync();
 }
 
 /// <summary>
-/// This node's subscriptions to QR session streams: one Orleans stream subscription per watched session, however
-/// many desktops on this node watch it, released when the last of them leaves. When the cluster's membership
-/// changes, or a stream reports an error, every watcher re-reads its snapshot: memory streams are not durable, so a
-/// lost event may delay an update but never lose it.
+/// This node's listening to QR sessions: one <see cref="IQrSessionListener"/> per watched session, listed with its
+/// grain however many desktops on this node watch it, and unlisted when the last of them leaves.
+/// The listing lives in the activation's memory, so when the cluster's membership changes (a dead silo's sessions
+/// come back elsewhere, without it) every watched session is listed again, a few times while the cluster settles,
+/// and every watcher re-reads its snapshot: a change of that window reaches its desktop a little late, never not at all.
 /// </summary>
 public sealed partial class SessionWatches(IClusterClient cluster, IServiceProvider services, ILogger<SessionWatches> log)
     : BackgroundService
@@ -36,15 +36,45 @@ public sealed partial class SessionWatches(IClusterClient cluster, IServiceProvi
         }
     }
 
-    private sealed class Watch(string sessionId)
+    /// <summary>
+    /// One watched session on this node. Its own listener reference (made locally, no call): a watch that ends while
+    /// the next one for the same session begins can never unlist its successor.
+    /// </summary>
+    private sealed class Watch : IQrSessionListener
     {
-        public string SessionId { get; } = sessionId;
+        private readonly SessionWatches _owner;
+
+        public Watch(SessionWatches owner, IClusterClient cluster, string sessionId)
+        {
+            _owner = owner;
+            SessionId = sessionId;
+            // The runtime holds an observer only weakly: this watch, kept in the table, keeps it alive.
+            Reference = cluster.CreateObjectReference<IQrSessionListener>(this);
+        }
+
+        public string SessionId { get; }
+        public IQrSessionListener Reference { get; }
         public ISessionWatcher[] Watchers = [];
-        public Task<StreamSubscriptionHandle<QrSessionChanged>>? Subscription;
+        public Task? Listening;
+
+        public Task ChangedAsync(QrSessionChanged change)
+        {
+            foreach (var w in Volatile.Read(ref Watchers))
+            {
+                w.OnChanged(change);
+            }
+            return Task.CompletedTask;
+        }
+
+        public Task ListenAgainAsync(string sessionId)
+        {
+            _ = _owner.ListenAgainAsync([this]);
+            return Task.CompletedTask;
+        }
     }
 
     /// <summary>
-    /// Adds a watcher; the stream subscription exists when this returns, so a snapshot read afterwards misses no
+    /// Adds a watcher; the node is listed with the session when this returns, so a snapshot read afterwards misses no
     /// change. Dispose the result to leave.
     /// </summary>
     public async Task<IAsyncDisposable> WatchAsync(string sessionId, ISessionWatcher watcher)
@@ -54,23 +84,23 @@ public sealed partial class SessionWatches(IClusterClient cluster, IServiceProvi
         {
             if (!_watches.TryGetValue(sessionId, out watch!))
             {
-                watch = new Watch(sessionId);
+                watch = new Watch(this, cluster, sessionId);
                 _watches[sessionId] = watch;
             }
             watch.Watchers = [.. watch.Watchers, watcher];
-            watch.Subscription ??= SubscribeAsync(watch);
+            watch.Listening ??= Grain(sessionId).ListenAsync(watch.Reference);
         }
         try
         {
-            await watch.Subscription.ConfigureAwait(false);
+            await watch.Listening.ConfigureAwait(false);
         }
         catch
         {
             lock (_watches)
             {
-                if (watch.Subscription is { IsFaulted: true })
+                if (watch.Listening is { IsFaulted: true })
                 {
-                    watch.Subscription = null; // the next watcher tries again
+                    watch.Listening = null; // the next watcher tries again
                 }
             }
             await LeaveAsync(watch, watcher).ConfigureAwait(false);
@@ -79,66 +109,82 @@ public sealed partial class SessionWatches(IClusterClient cluster, IServiceProvi
         return new Leave(this, watch, watcher);
     }
 
-    private Task<StreamSubscriptionHandle<QrSessionChanged>> SubscribeAsync(Watch watch) =>
-        Stream(watch.SessionId).SubscribeAsync(
-            (change, _) =>
-            {
-                foreach (var w in Volatile.Read(ref watch.Watchers))
-                {
-                    w.OnChanged(change);
-                }
-                return Task.CompletedTask;
-            },
-            error =>
-            {
-                LogStreamError(log, error);
-                Resync(watch);
-                return Task.CompletedTask;
-            });
+    private IQrSessionGrain Grain(string sessionId) => cluster.GetGrain<IQrSessionGrain>(sessionId);
 
     private async Task LeaveAsync(Watch watch, ISessionWatcher watcher)
     {
-        Task<StreamSubscriptionHandle<QrSessionChanged>>? release = null;
+        bool last;
         lock (_watches)
         {
             watch.Watchers = [.. watch.Watchers.Where(w => w != watcher)];
-            if (watch.Watchers.Length == 0 && _watches.TryGetValue(watch.SessionId, out var current) && current == watch)
+            last = watch.Watchers.Length == 0 && _watches.TryGetValue(watch.SessionId, out var current) && current == watch;
+            if (last)
             {
                 _watches.Remove(watch.SessionId);
-                release = watch.Subscription;
             }
         }
-        if (release is not null)
+        if (!last)
         {
-            try
+            return;
+        }
+        try
+        {
+            if (watch.Listening is { IsCompletedSuccessfully: true })
             {
-                await (await release.ConfigureAwait(false)).UnsubscribeAsync().ConfigureAwait(false);
+                await Grain(watch.SessionId).UnlistenAsync(watch.Reference).ConfigureAwait(false);
             }
-            catch (Exception e)
-            {
-                // The subscription never came to be, or the cluster is unreachable: nothing more to release here.
-                LogUnsubscribeFailed(log, e);
-            }
+        }
+        catch (Exception e)
+        {
+            // The cluster is unreachable: the listing ends with the activation, and a message to a deleted
+            // reference is dropped.
+            LogUnlistenFailed(log, e);
+        }
+        finally
+        {
+            cluster.DeleteObjectReference<IQrSessionListener>(watch.Reference);
         }
     }
 
-    private IAsyncStream<QrSessionChanged> Stream(string sessionId) =>
-        cluster.GetStreamProvider(OrleansNames.Streams).GetStream<QrSessionChanged>(StreamId.Create(OrleansNames.QrSessionStream, sessionId));
+    /// <summary>Lists this node again with each session (bringing back an activation that went away), then its watchers re-read.</summary>
+    private async Task ListenAgainAsync(Watch[] watches)
+    {
+        await Parallel.ForEachAsync(watches, new ParallelOptions { MaxDegreeOfParallelism = 64 }, async (watch, _) =>
+        {
+            lock (_watches)
+            {
+                if (!_watches.TryGetValue(watch.SessionId, out var current) || current != watch)
+                {
+                    return; // left meanwhile: its reference is deleted
+                }
+            }
+            try
+            {
+                await Grain(watch.SessionId).ListenAsync(watch.Reference).ConfigureAwait(false);
+            }
+            catch (Exception e)
+            {
+                // Still settling (the silo that held it is not yet declared dead): the next round lists it.
+                LogListenAgainFailed(log, e);
+            }
+            Resync(watch);
+        }).ConfigureAwait(false);
+    }
 
     /// <summary>
-    /// After a silo joins or dies, memory stream queues move between silos for a few seconds, and an event published
-    /// meanwhile can be lost. So watchers re-read now and again while that settles: a change of that window reaches
-    /// its desktop a little late, never not at all.
+    /// After a silo joins or dies, the activations of a dead silo come back elsewhere on their next call, and until
+    /// every silo agrees that it is dead a call may still be routed to it. So each watched session is listed again now
+    /// and a few times while that settles, and its watchers re-read each time.
     /// </summary>
     public void ResyncAfterMembershipChange(CancellationToken ct)
     {
-        ResyncAll();
         _ = Task.Run(async () =>
         {
+            await ListenAgainAsync(All()).ConfigureAwait(false);
             foreach (var delay in RebalanceResyncs)
             {
                 await Task.Delay(delay, ct).ConfigureAwait(false);
-                ResyncAll();
+                await ListenAgainAsync(All()).ConfigureAwait(false);
             }
         }, ct);
     }
@@ -148,14 +194,17 @@ public sealed partial class SessionWatches(IClusterClient cluster, IServiceProvi
     /// <summary>Every watcher on this node re-reads its snapshot.</summary>
     public void ResyncAll()
     {
-        Watch[] all;
-        lock (_watches)
-        {
-            all = [.. _watches.Values];
-        }
-        foreach (var watch in all)
+        foreach (var watch in All())
         {
             Resync(watch);
+        }
+    }
+
+    private Watch[] All()
+    {
+        lock (_watches)
+        {
+            return [.. _watches.Values];
         }
     }
 
@@ -200,11 +249,11 @@ public sealed partial class SessionWatches(IClusterClient cluster, IServiceProvi
             Interlocked.Exchange(ref _left, 1) == 0 ? new ValueTask(owner.LeaveAsync(watch, watcher)) : ValueTask.CompletedTask;
     }
 
-    [LoggerMessage(LogLevel.Warning, "A session stream failed; its watchers re-read their snapshots")]
-    private static partial void LogStreamError(ILogger log, Exception e);
+    [LoggerMessage(LogLevel.Debug, "Listing this node again with a session failed; the next round tries again")]
+    private static partial void LogListenAgainFailed(ILogger log, Exception e);
 
-    [LoggerMessage(LogLevel.Debug, "Releasing a session stream subscription failed")]
-    private static partial void LogUnsubscribeFailed(ILogger log, Exception e);
+    [LoggerMessage(LogLevel.Debug, "Unlisting this node from a session failed")]
+    private static partial void LogUnlistenFailed(ILogger log, Exception e);
 }
 
 /// <summary>

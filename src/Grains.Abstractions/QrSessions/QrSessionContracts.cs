@@ -103,8 +103,8 @@ public sealed record ClaimGrant(
     [property: Id(4)] string Ip);
 
 /// <summary>
-/// A state change of a session, on the stream keyed by the session id: the version it reached and what the
-/// desktop may see. Never a token, a QR secret's hash or the scanner's identity.
+/// A state change of a session, pushed to the nodes that listen to it: the version it reached and what the desktop
+/// may see. Never a token, a QR secret's hash or the scanner's identity.
 /// </summary>
 [GenerateSerializer, Immutable, Alias("qrorleans.QrSessionChanged")]
 public sealed record QrSessionChanged([property: Id(0)] long Version, [property: Id(1)] QrSessionSnapshot Snapshot);
@@ -135,4 +135,31 @@ public interface IQrSessionGrain : IGrainWithStringKey
 
     [Alias("Claim")]
     Task<ClaimGrant> ClaimAsync(string desktopToken, CancellationToken ct = default);
+
+    /// <summary>
+    /// Pushes every later change to <paramref name="listener"/> (a node's, see <see cref="IQrSessionListener"/>) until
+    /// it unlistens or the activation ends. Idempotent, so a node may call it again whenever it doubts it is listed.
+    /// </summary>
+    [Alias("Listen")]
+    Task ListenAsync(IQrSessionListener listener, CancellationToken ct = default);
+
+    [Alias("Unlisten")]
+    Task UnlistenAsync(IQrSessionListener listener, CancellationToken ct = default);
+}
+
+/// <summary>
+/// A gateway node's receiver of the changes of every session watched there: a grain observer, so a change is one
+/// direct message from the session's activation to each node that waits on it (no stream queue to poll, no
+/// subscription state to store). Listeners live only in the activation's memory: a node listens again when the
+/// cluster's membership changes (the activation may have moved with a dead silo) and when told to.
+/// </summary>
+[Alias("qrorleans.IQrSessionListener")]
+public interface IQrSessionListener : IGrainObserver
+{
+    [Orleans.Concurrency.OneWay, Alias("Changed")]
+    Task ChangedAsync(QrSessionChanged change);
+
+    /// <summary>The activation is going away while the session still runs: listen again (which brings it back) and re-read.</summary>
+    [Orleans.Concurrency.OneWay, Alias("ListenAgain")]
+    Task ListenAgainAsync(string sessionId);
 }

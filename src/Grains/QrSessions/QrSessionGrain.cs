@@ -2,7 +2,7 @@ using System.Diagnostics;
 using System.Security.Cryptography;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
-using Orleans.Streams;
+using Orleans.Utilities;
 using QrOrleans.QrSessions;
 using static QrOrleans.QrSessions.QrSessionStates;
 
@@ -66,9 +66,12 @@ public sealed partial class QrSessionGrain(
 {
     private const string RecoveryReminder = "recovery";
 
+    /// <summary>Longer than any session runs, so a listed node is never dropped for age while its session lives.</summary>
+    private static readonly TimeSpan ListenerLease = TimeSpan.FromHours(1);
+
     private IGrainTimer? _deadline;
     private DateTimeOffset? _armedFor;
-    private IAsyncStream<QrSessionChanged>? _stream;
+    private readonly ObserverManager<IQrSessionListener> _listeners = new(ListenerLease, log);
 
     private string Key => this.GetPrimaryKeyString();
 
@@ -76,17 +79,31 @@ public sealed partial class QrSessionGrain(
 
     public override async Task OnActivateAsync(CancellationToken cancellationToken)
     {
-        _stream = this.GetStreamProvider(OrleansNames.Streams)
-            .GetStream<QrSessionChanged>(StreamId.Create(OrleansNames.QrSessionStream, Key));
         if (session.RecordExists)
         {
             await CatchUpAsync();
         }
     }
 
-    public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
+    public override async Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
     {
         census.Report(ActivationCensus.QrSession, Key, null);
+        if (_listeners.Count > 0 && session.RecordExists && !IsTerminal(session.State.State))
+        {
+            // Listeners live only here: the nodes that wait on a running session must list themselves again.
+            await _listeners.Notify(l => l.ListenAgainAsync(Key));
+        }
+    }
+
+    public Task ListenAsync(IQrSessionListener listener, CancellationToken ct)
+    {
+        _listeners.Subscribe(listener, listener);
+        return Task.CompletedTask;
+    }
+
+    public Task UnlistenAsync(IQrSessionListener listener, CancellationToken ct)
+    {
+        _listeners.Unsubscribe(listener);
         return Task.CompletedTask;
     }
 
@@ -355,7 +372,7 @@ public sealed partial class QrSessionGrain(
         return await CatchUpAsync() ?? throw Errors.Unauthenticated("A valid desktop token for this session is required.");
     }
 
-    /// <summary>The one write of a transition, then its event on the session's stream, then the next deadline.</summary>
+    /// <summary>The one write of a transition, then its change to the listening nodes, then the next deadline.</summary>
     private async Task<QrSessionSnapshot> CommitAsync(QrSessionState next)
     {
         var previous = session.RecordExists ? session.State : null;
@@ -368,16 +385,10 @@ public sealed partial class QrSessionGrain(
         }
         census.Report(ActivationCensus.QrSession, Key, s.State);
         var snapshot = Snapshot(s);
-        try
-        {
-            await _stream!.OnNextAsync(new QrSessionChanged(s.Version, snapshot));
-        }
-        catch (Exception e)
-        {
-            // The state is stored; watchers re-read snapshots on reconnect and long-polls re-read on timeout, so a
-            // lost event delays an update, never loses it.
-            LogPublishFailed(log, e);
-        }
+        // One-way messages: a slow or dead node never holds up the transition. The state is stored, and watchers
+        // re-read snapshots on reconnect and long-polls on timeout, so a lost message delays an update, never loses it.
+        var change = new QrSessionChanged(s.Version, snapshot);
+        await _listeners.Notify(l => l.ChangedAsync(change));
         ArmTimer(s);
         return snapshot;
     }
@@ -396,7 +407,9 @@ public sealed partial class QrSessionGrain(
         _deadline = this.RegisterGrainTimer(
             static (grain, _) => grain.OnDeadlineAsync(),
             this,
-            new GrainTimerCreationOptions(due < TimeSpan.Zero ? TimeSpan.Zero : due, Timeout.InfiniteTimeSpan) { Interleave = false });
+            // A running session stays active until it ends (its deadlines are all shorter than the collection age),
+            // so its listeners stay listed; a finished one is left to idle collection.
+            new GrainTimerCreationOptions(due < TimeSpan.Zero ? TimeSpan.Zero : due, Timeout.InfiniteTimeSpan) { Interleave = false, KeepAlive = !IsTerminal(s.State) });
     }
 
     private async Task OnDeadlineAsync()
@@ -449,7 +462,4 @@ public sealed partial class QrSessionGrain(
         }
         return choices.Select(n => n.ToString(System.Globalization.CultureInfo.InvariantCulture)).ToArray();
     }
-
-    [LoggerMessage(LogLevel.Warning, "Publishing a session change on its stream failed; watchers will re-read the snapshot")]
-    private static partial void LogPublishFailed(ILogger log, Exception e);
 }

@@ -55,8 +55,11 @@ public sealed class ClusterSettings
     /// <summary>How long an idle activation stays in memory (Orleans' default is 15 minutes).</summary>
     public TimeSpan CollectionAge { get; set; } = TimeSpan.FromMinutes(2);
 
-    /// <summary>How often each silo polls the memory stream queues: the longest a stream event waits before delivery.</summary>
-    public TimeSpan StreamPollPeriod { get; set; } = TimeSpan.FromMilliseconds(10);
+    /// <summary>
+    /// How often each silo polls the memory stream queues (linked-account changes): the longest such an event waits.
+    /// QR session changes do not travel on streams.
+    /// </summary>
+    public TimeSpan StreamPollPeriod { get; set; } = TimeSpan.FromMilliseconds(100);
 
     public int ResolvedSiloPort => SiloPort != 0 ? SiloPort : Provider == ClusterProvider.Redis ? 11111 : _freeSiloPort ??= FreePort();
 

@@ -65,8 +65,8 @@ public static class OrleansHosting
                 silo.UseRedisReminderService(o => o.ConfigurationOptions = redis.Clone());
                 break;
         }
-        // Memory streams deliver by polling their queues; Orleans' 100 ms default would put up to 100 ms between the
-        // phone's approval and the desktop's push. 10 ms keeps that small at a modest idle cost (4 queues polled).
+        // Linked-account changes (the dashboard, the fleet's watch); QR session changes go to grain observers instead,
+        // one direct message each, without a queue to poll.
         silo.AddMemoryStreams(OrleansNames.Streams, streams =>
         {
             streams.ConfigurePartitioning(4);

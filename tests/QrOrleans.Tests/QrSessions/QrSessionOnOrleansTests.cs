@@ -1,7 +1,6 @@
 using System.Collections.Concurrent;
 using Microsoft.Extensions.DependencyInjection;
 using Orleans.Storage;
-using Orleans.Streams;
 using QrOrleans.Grains.QrSessions;
 using QrOrleans.QrSessions;
 using QrOrleans.Tests.Infrastructure;
@@ -9,8 +8,8 @@ using QrOrleans.Tests.Infrastructure;
 namespace QrOrleans.Tests.QrSessions;
 
 /// <summary>
-/// The QR session on real Orleans silos (TestingHost, two silos, real clock): its timer, its reminder, its stream
-/// and its ETag fence.
+/// The QR session on real Orleans silos (TestingHost, two silos, real clock): its timer, its reminder, the changes
+/// it pushes to listening nodes, and its ETag fence.
 /// </summary>
 public sealed class QrSessionOnOrleansTests
 {
@@ -22,23 +21,37 @@ public sealed class QrSessionOnOrleansTests
         return (grain, await grain.CreateAsync(Desktop));
     }
 
-    /// <summary>Every change of a session as each silo's own stream consumer sees it.</summary>
+    /// <summary>Every change of a session as a listener on each silo receives it.</summary>
     private static async Task<ConcurrentQueue<(int Silo, QrSessionChanged Change)>> FollowOnEverySiloAsync(SiloHarness silo, string sessionId)
     {
         var seen = new ConcurrentQueue<(int, QrSessionChanged)>();
         for (var i = 0; i < silo.Cluster.Silos.Count; i++)
         {
-            var index = i;
             var client = silo.Cluster.Silos[i].ServiceProvider.GetRequiredService<IClusterClient>();
-            await client.GetStreamProvider(OrleansNames.Streams)
-                .GetStream<QrSessionChanged>(StreamId.Create(OrleansNames.QrSessionStream, sessionId))
-                .SubscribeAsync((change, _) =>
-                {
-                    seen.Enqueue((index, change));
-                    return Task.CompletedTask;
-                });
+            var listener = new Listener(i, seen);
+            Listeners.Add(listener); // the runtime holds observers weakly
+            await client.GetGrain<IQrSessionGrain>(sessionId).ListenAsync(client.CreateObjectReference<IQrSessionListener>(listener));
         }
         return seen;
+    }
+
+    private static readonly ConcurrentBag<Listener> Listeners = [];
+
+    private sealed class Listener(int silo, ConcurrentQueue<(int, QrSessionChanged)> seen) : IQrSessionListener
+    {
+        public int AskedToListenAgain;
+
+        public Task ChangedAsync(QrSessionChanged change)
+        {
+            seen.Enqueue((silo, change));
+            return Task.CompletedTask;
+        }
+
+        public Task ListenAgainAsync(string sessionId)
+        {
+            Interlocked.Increment(ref AskedToListenAgain);
+            return Task.CompletedTask;
+        }
     }
 
     private static async Task Until(Func<bool> condition, TimeSpan within, string what)
@@ -109,12 +122,38 @@ public sealed class QrSessionOnOrleansTests
         }, silos: 2, realClock: true);
         var (grain, created) = await NewSessionAsync(silo);
         Assert.Equal(["recovery"], await silo.RemindersOfAsync(grain));
-        var seen = await FollowOnEverySiloAsync(silo, created.SessionId);
         // As if its silo had died: the activation, and the timer in it, are gone; nobody calls.
         await silo.Cluster.DeactivateAsync(grain);
 
-        await Until(() => seen.Any(c => c.Change.Snapshot.State == QrSessionStates.Expired), TimeSpan.FromSeconds(10), "the reminder to expire it");
+        // Read from storage, not through the grain (a call would catch up by itself): the reminder alone expires it.
+        var storage = silo.Cluster.Silos[0].ServiceProvider.GetRequiredKeyedService<IGrainStorage>(OrleansNames.Storage);
+        var stored = new Orleans.GrainState<QrSessionState>();
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+        do
+        {
+            Assert.True(DateTime.UtcNow < deadline, "timed out waiting for the reminder to expire it");
+            await Task.Delay(50, TestContext.Current.CancellationToken);
+            await storage.ReadStateAsync("session", grain.GetGrainId(), stored);
+        }
+        while (stored.State?.State != QrSessionStates.Expired);
         Assert.Equal(QrSessionStates.Expired, (await grain.GetSnapshotAsync(created.DesktopToken)).State);
+    }
+
+    [Fact]
+    public async Task A_running_session_whose_activation_goes_away_asks_its_listeners_to_listen_again()
+    {
+        await using var silo = await SiloHarness.StartAsync(silos: 2, realClock: true);
+        var (grain, created) = await NewSessionAsync(silo);
+        var client = silo.Cluster.Silos[1].ServiceProvider.GetRequiredService<IClusterClient>();
+        var seen = new ConcurrentQueue<(int, QrSessionChanged)>();
+        var listener = new Listener(1, seen);
+        Listeners.Add(listener);
+        await grain.ListenAsync(client.CreateObjectReference<IQrSessionListener>(listener));
+
+        await silo.Cluster.DeactivateAsync(grain);
+
+        await Until(() => Volatile.Read(ref listener.AskedToListenAgain) == 1, TimeSpan.FromSeconds(5), "the request to listen again");
+        Assert.Equal(QrSessionStates.Pending, (await grain.GetSnapshotAsync(created.DesktopToken)).State);
     }
 
     [Fact]
