@@ -33,6 +33,11 @@ public static class ProblemCatalog
         .Concat(
         [
             new("invalid_json", 400, "Malformed JSON"),
+            new("invalid_form", 400, "Malformed form"),
+            new("cross_origin", 403, "Forbidden"),
+            new("forbidden", 403, "Forbidden"),
+            new("method_not_allowed", 405, "Method not allowed"),
+            new("range_not_satisfiable", 416, "Range not satisfiable"),
             new("payload_too_large", 413, "Request body too large"),
             new("unsupported_media_type", 415, "Unsupported media type"),
             new("rate_limited", 429, "Too many requests"),
