@@ -328,6 +328,12 @@ public static partial class AccountsApi
     /// <summary>Every problem of a PUT at once, each naming its field.</summary>
     private static AccountSettings Validate(AccountRequest body, PlatformConnectors connectors)
     {
+        if (body.Connector is { } raw && !IsWellFormedText(raw))
+        {
+            // The connector object is kept as raw JSON, so a lone surrogate escape ("\ud800") gets this far; reading
+            // it as a string throws, here or later in the account's grain.
+            throw AccountErrors.Validation("connector holds a string that is not valid Unicode text (a lone surrogate escape).");
+        }
         var problems = new List<string>();
         if (body.Platform is { } platform && !connectors.Available.Contains(platform))
         {
@@ -381,6 +387,25 @@ public static partial class AccountsApi
             body.RateBudget is { } b ? new RateBudgetConfig(b.Capacity!.Value, b.RefillPerMinute!.Value) : null,
             body.Pairing is { } pr ? new PairingConfig(pr.MaxCycles!.Value, pr.QrTtlSeconds!.Value) : null,
             body.Connector is { ValueKind: JsonValueKind.Object } c ? c.GetRawText() : null);
+    }
+
+    /// <summary>Whether every string and property name decodes (reading one with a lone surrogate throws).</summary>
+    private static bool IsWellFormedText(JsonElement json)
+    {
+        try
+        {
+            return json.ValueKind switch
+            {
+                JsonValueKind.Object => json.EnumerateObject().All(p => p.Name is not null && IsWellFormedText(p.Value)),
+                JsonValueKind.Array => json.EnumerateArray().All(IsWellFormedText),
+                JsonValueKind.String => json.GetString() is not null,
+                _ => true,
+            };
+        }
+        catch (InvalidOperationException)
+        {
+            return false;
+        }
     }
 
     private static string Passphrase(string? passphrase) =>

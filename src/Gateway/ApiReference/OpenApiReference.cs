@@ -91,6 +91,10 @@ public static class OpenApiReference
             yield return "payload_too_large";
             yield return "unsupported_media_type";
         }
+        if (description.ParameterDescriptions.Any(p => p.Source == BindingSource.Query && p.Type != typeof(string)))
+        {
+            yield return "validation_failed"; // a query value that is not of the parameter's type
+        }
         if (description.ActionDescriptor.EndpointMetadata.OfType<EnableRateLimitingAttribute>().Any())
         {
             yield return "rate_limited";

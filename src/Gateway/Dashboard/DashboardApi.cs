@@ -82,6 +82,12 @@ public static class DashboardApi
                     "Grain state holds secrets; read grains through the API.")).ConfigureAwait(false);
                 return;
             }
+            // Its silo views fail with a 500 on an address that is none, and a text/plain 503 on one no silo has.
+            if (SiloRouteAddress(context.Request.Path) is { } address && !await IsActiveSiloAsync(context, address).ConfigureAwait(false))
+            {
+                await ProblemResponses.Write(context, ProblemResponses.Create(404, "not_found", "Not found", "There is no silo at that address.")).ConfigureAwait(false);
+                return;
+            }
             context.Response.Headers.CacheControl = "no-store";
             context.Response.Headers["X-Frame-Options"] = "DENY";
             // A request that stays open (its log stream) is cut when its sign-in ends.
@@ -138,9 +144,11 @@ public static class DashboardApi
         {
             form = await context.Request.ReadFormAsync(context.RequestAborted).ConfigureAwait(false);
         }
-        catch (InvalidDataException)
+        catch (Exception e) when (e is InvalidDataException or IOException and not BadHttpRequestException)
         {
-            // The form reader refuses a value it cannot decode (an encoded NUL, a key too long): the client's mistake.
+            // The form reader refuses a value it cannot decode (an encoded NUL, a key too long), and the multipart
+            // reader a body that ends inside a part (IOException): the client's mistake. A BadHttpRequestException
+            // (also an IOException: a body over the size limit) keeps its own answer.
             throw new GrainException("invalid_form", 400, "Malformed form", "The sign-in form could not be read; post it from the dashboard page.");
         }
         var wantsJson = context.Request.Headers.Accept.ToString().Contains("application/json", StringComparison.OrdinalIgnoreCase);
@@ -190,6 +198,26 @@ public static class DashboardApi
     }
 
     private static GrainException CrossOrigin(string detail) => new("cross_origin", 403, "Forbidden", detail);
+
+    private static readonly string[] SiloRoutes = ["HistoricalStats", "SiloProperties", "SiloMetadata", "SiloStats", "SiloCounters"];
+
+    /// <summary>The silo address of an Orleans dashboard path like /dashboard/orleans/SiloStats/{address}, else null.</summary>
+    private static string? SiloRouteAddress(PathString path)
+    {
+        foreach (var route in SiloRoutes)
+        {
+            if (path.StartsWithSegments(OrleansPath + "/" + route, StringComparison.OrdinalIgnoreCase, out var rest))
+            {
+                return rest.Value?.TrimStart('/') ?? "";
+            }
+        }
+        return null;
+    }
+
+    private static async Task<bool> IsActiveSiloAsync(HttpContext context, string address) =>
+        Orleans.Runtime.SiloAddress.TryParse(address, out var silo)
+        && (await context.RequestServices.GetRequiredService<IGrainFactory>().GetGrain<IManagementGrain>(0).GetHosts(onlyActive: true).ConfigureAwait(false))
+            .ContainsKey(silo);
 
     private static bool WantsPage(HttpRequest request) =>
         request.Headers.Accept.ToString().Contains("text/html", StringComparison.OrdinalIgnoreCase);

@@ -1,7 +1,9 @@
+using System.Text;
 using System.Text.Json;
 using Microsoft.AspNetCore.Diagnostics;
 using Microsoft.AspNetCore.Mvc;
 using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Net.Http.Headers;
 
 namespace QrOrleans.Gateway.Problems;
 
@@ -36,6 +38,7 @@ public static partial class ProblemResponses
                 404 => ("not_found", "Not found", "There is nothing at this address."),
                 405 => ("method_not_allowed", "Method not allowed", $"{context.Request.Method} is not allowed here."),
                 413 => ("payload_too_large", "Request body too large", "The request body exceeds the size limit."),
+                416 => ("range_not_satisfiable", "Range not satisfiable", "The requested range is not within the file."),
                 415 => ("unsupported_media_type", "Unsupported media type", "Send the body as application/json."),
                 400 => ("bad_request", "Bad request", null),
                 _ => ("http_" + context.Response.StatusCode, "Request failed", null),
@@ -45,6 +48,11 @@ public static partial class ProblemResponses
         // Refusals are answers, not failures: written here, before the exception handler would log them as errors.
         app.Use(async (context, next) =>
         {
+            if (Refusal(context.Request) is { } refusal)
+            {
+                await Write(context, refusal).ConfigureAwait(false);
+                return;
+            }
             try
             {
                 await next(context).ConfigureAwait(false);
@@ -61,6 +69,48 @@ public static partial class ProblemResponses
         });
         return app;
     }
+
+    /// <summary>
+    /// Requests the framework would refuse in a way no client can read: ASP.NET Core throws (a 500) reading a JSON body
+    /// whose charset it has no decoder for (utf-7, a made-up name) and a form in utf-7, and SignalR answers a negotiate
+    /// that is no POST with a bare text/plain 405.
+    /// </summary>
+    private static ProblemDetails? Refusal(HttpRequest request)
+    {
+        if (request.Path.StartsWithSegments("/hubs") && request.Path.Value!.EndsWith("/negotiate", StringComparison.Ordinal)
+            && !HttpMethods.IsPost(request.Method))
+        {
+            request.HttpContext.Response.Headers.Allow = "POST";
+            return Create(405, "method_not_allowed", "Method not allowed", $"{request.Method} is not allowed here.");
+        }
+        if (!MediaTypeHeaderValue.TryParse(request.ContentType, out var type) || type.Charset is not { Length: > 0 } quoted || !IsReadBody(type))
+        {
+            return null;
+        }
+        var charset = HeaderUtilities.RemoveQuotes(quoted);
+        if (charset != quoted)
+        {
+            // charset="utf-8" is valid HTTP, but the JSON reader takes the quotes for part of the name.
+            type.Charset = charset;
+            request.ContentType = type.ToString();
+        }
+        try
+        {
+            _ = charset.Equals("utf-8", StringComparison.OrdinalIgnoreCase) ? null : Encoding.GetEncoding(charset.ToString());
+            return null;
+        }
+        catch (Exception e) when (e is ArgumentException or NotSupportedException)
+        {
+            return Create(415, "unsupported_media_type", "Unsupported media type", $"The charset '{charset}' cannot be read; send the body as UTF-8.");
+        }
+    }
+
+    /// <summary>The bodies the gateway reads: JSON (and +json), and the dashboard's sign-in form.</summary>
+    private static bool IsReadBody(MediaTypeHeaderValue type) =>
+        type.Suffix.Equals("json", StringComparison.OrdinalIgnoreCase)
+        || type.MediaType.Equals("application/json", StringComparison.OrdinalIgnoreCase)
+        || type.MediaType.Equals("application/x-www-form-urlencoded", StringComparison.OrdinalIgnoreCase)
+        || type.MediaType.Equals("multipart/form-data", StringComparison.OrdinalIgnoreCase);
 
     public static async Task Write(HttpContext context, ProblemDetails problem)
     {
@@ -98,6 +148,16 @@ public static partial class ProblemResponses
                 return Create(415, "unsupported_media_type", "Unsupported media type", "Send the body as application/json.");
             case BadHttpRequestException { InnerException: JsonException json }:
                 return Create(400, "invalid_json", "Malformed JSON", JsonDetail(json));
+            case BadHttpRequestException { StatusCode: 400 } bad when BindingFailure().Match(bad.Message) is { Success: true } m:
+                // A query or route value that is no number, date, … of the parameter's type ("waitForVersion=1e400").
+                return m.Groups["source"].Value switch
+                {
+                    "body" => MissingBody(),
+                    "" => Validation($"The value of {m.Groups["name"].Value} is not valid."),
+                    _ => Validation($"{m.Groups["name"].Value} is required."),
+                };
+            case BadHttpRequestException { StatusCode: 400 } bad when bad.Message.StartsWith("Implicit body inferred", StringComparison.Ordinal):
+                return MissingBody();
             case BadHttpRequestException bad:
                 return Create(bad.StatusCode, "bad_request", "Bad request", bad.Message);
             case Orleans.Storage.InconsistentStateException:
@@ -118,6 +178,14 @@ public static partial class ProblemResponses
         }
     }
 
+    private static ProblemDetails Validation(string detail)
+    {
+        var e = Errors.Validation(detail);
+        return Create(e.Status, e.Code, e.Title, e.Detail);
+    }
+
+    private static ProblemDetails MissingBody() => Create(400, "invalid_json", "Malformed JSON", "A JSON body is required.");
+
     /// <summary>Failures of the cluster or its storage that go away by themselves (the caller should retry).</summary>
     private static bool Unavailable(Exception e) => e switch
     {
@@ -132,6 +200,13 @@ public static partial class ProblemResponses
         json.Path is { Length: > 0 } path
             ? $"The body is not valid for this call at '{path}' (line {json.LineNumber + 1})."
             : "The body is not valid JSON.";
+
+    /// <summary>
+    /// Minimal APIs' binding refusals (ThrowOnBadRequest): 'Failed to bind parameter "Nullable&lt;long&gt; waitForVersion"
+    /// from "abc".' and 'Required parameter "T name" was not provided from query.' The .NET type is left out of the answer.
+    /// </summary>
+    [System.Text.RegularExpressions.GeneratedRegex("""^(?:Failed to bind parameter "(?:\S+ )?(?<name>[^"]+)" from|Required parameter "(?:\S+ )?(?<name>[^"]+)" was not provided from (?<source>\w+))""")]
+    private static partial System.Text.RegularExpressions.Regex BindingFailure();
 
     [LoggerMessage(LogLevel.Warning, "Storage unavailable: {Reason}")]
     private static partial void LogStorageUnavailable(ILogger log, string reason);

@@ -225,19 +225,24 @@ public static class QrSessionsApi
 
     private static async Task<string> CurrentQrUrlAsync(string id, HttpContext context, IGrainFactory grains)
     {
-        var snapshot = await grains.GetGrain<IQrSessionGrain>(id).GetSnapshotAsync(DesktopToken(context, id), context.RequestAborted);
+        var token = DesktopToken(context, id);
+        var snapshot = await grains.GetGrain<IQrSessionGrain>(id).GetSnapshotAsync(token, context.RequestAborted);
         // Only a pending session has a code; an expired one says so, as every other call on it does.
         return snapshot.Qr?.Url ?? throw (snapshot.State == QrSessionStates.Expired
             ? Errors.QrExpired()
             : Errors.InvalidState(snapshot.State, "show a QR code for"));
     }
 
-    private static async Task<Ok<QrSessionSnapshot>> CancelAsync(string id, HttpContext context, IGrainFactory grains) =>
-        TypedResults.Ok(await grains.GetGrain<IQrSessionGrain>(id).CancelAsync(DesktopToken(context, id), context.RequestAborted));
+    private static async Task<Ok<QrSessionSnapshot>> CancelAsync(string id, HttpContext context, IGrainFactory grains)
+    {
+        var token = DesktopToken(context, id);
+        return TypedResults.Ok(await grains.GetGrain<IQrSessionGrain>(id).CancelAsync(token, context.RequestAborted));
+    }
 
     private static async Task<Ok<ClaimResponse>> ClaimAsync(string id, HttpContext context, IGrainFactory grains, AccessTokens tokens, AuditTrail audit)
     {
-        var grant = await grains.GetGrain<IQrSessionGrain>(id).ClaimAsync(DesktopToken(context, id), context.RequestAborted);
+        var token = DesktopToken(context, id);
+        var grant = await grains.GetGrain<IQrSessionGrain>(id).ClaimAsync(token, context.RequestAborted);
         // The session is completed now; minting happens here and nowhere else, and the tokens go only into this response.
         var user = grains.GetGrain<IUserGrain>(grant.UserId);
         var session = await user.AddDeviceAsync(new NewDevice(grant.DeviceId, grant.DeviceName, grant.DeviceKind, grant.Ip), CancellationToken.None);
@@ -295,7 +300,10 @@ public static class QrSessionsApi
     private static IQrSessionGrain SessionGrainForPhone(IGrainFactory grains, string id) =>
         SessionIds.IsWellFormed(id) ? grains.GetGrain<IQrSessionGrain>(id) : throw Errors.QrInvalid();
 
-    /// <summary>A malformed id answers exactly like a wrong token: 401, nothing about the session.</summary>
+    /// <summary>
+    /// A malformed id answers exactly like a wrong token: 401, nothing about the session. Called before the grain is
+    /// named: Orleans refuses a blank key with an ArgumentException.
+    /// </summary>
     private static string DesktopToken(HttpContext context, string id)
     {
         var token = context.Request.RequireDesktopToken();
