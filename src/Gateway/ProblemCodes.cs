@@ -1,6 +1,7 @@
 using System.Collections.Frozen;
 using QrOrleans.Accounts;
 using QrOrleans.Grains.Vault;
+using QrOrleans.KeyBinding;
 
 namespace QrOrleans.Gateway;
 
@@ -23,6 +24,7 @@ public static class ProblemCatalog
         Errors.InvalidState("", ""), Errors.NumberMismatch(), Errors.NotApproved(), Errors.AlreadyClaimed(),
         Errors.Unauthenticated(), Errors.RefreshTokenReused(), Errors.InvalidRefreshToken(), Errors.UsernameTaken(""),
         Errors.NotFound(""), Errors.Validation(""),
+        KeyBindingErrors.KeyRequired(), KeyBindingErrors.ProofRequired(), KeyBindingErrors.InvalidProof(), KeyBindingErrors.ProofReplayed(), KeyBindingErrors.InvalidToken(),
         AccountErrors.NotConnected(""), AccountErrors.CoolingDown(default), AccountErrors.RateBudgetExhausted(default),
         AccountErrors.PlatformRateLimited(default), AccountErrors.PlatformUnavailable(default), AccountErrors.BadCredentials(""),
         AccountErrors.NoCredentials(""),

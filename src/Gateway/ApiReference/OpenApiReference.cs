@@ -99,6 +99,15 @@ public static class OpenApiReference
         {
             yield return "rate_limited";
         }
+        // A phone call's access token may be key-bound (RFC 9449): its refusals come with the authentication.
+        if (description.ActionDescriptor.EndpointMetadata.OfType<Microsoft.AspNetCore.Authorization.IAuthorizeData>()
+            .Any(a => a.Policy == Auth.BearerAuthentication.Policy))
+        {
+            foreach (var code in Auth.BearerAuthentication.Refusals)
+            {
+                yield return code;
+            }
+        }
         // Every API call reaches the cluster, whose storage may be briefly unreachable (Redis restarting, a silo dying).
         yield return "storage_unavailable";
     }

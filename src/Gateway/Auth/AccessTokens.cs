@@ -29,10 +29,19 @@ public sealed class AccessTokens(SigningKeys keys, GatewayOptions options)
 
     public TimeSpan Lifetime => options.AccessTokenLifetime;
 
-    public async Task<string> IssueAsync(string userId, string deviceId, CancellationToken ct)
+    /// <summary>The "tokenType" of an answer that carries an access token issued with that thumbprint (or none).</summary>
+    public static string TokenType(string? keyThumbprint) => keyThumbprint is null ? "Bearer" : "DPoP";
+
+    /// <param name="keyThumbprint">Binds the token to that key (cnf.jkt, RFC 9449 §6.1); null for a bearer token.</param>
+    public async Task<string> IssueAsync(string userId, string deviceId, string? keyThumbprint, CancellationToken ct)
     {
         var key = await keys.GetAsync(ct).ConfigureAwait(false);
         var now = DateTime.UtcNow;
+        var claims = new Dictionary<string, object> { [Caller.UserClaim] = userId, [Caller.DeviceClaim] = deviceId, ["jti"] = Guid.NewGuid().ToString("N") };
+        if (keyThumbprint is not null)
+        {
+            claims["cnf"] = new Dictionary<string, object> { ["jkt"] = keyThumbprint };
+        }
         return _handler.CreateToken(new SecurityTokenDescriptor
         {
             Issuer = Issuer,
@@ -40,7 +49,7 @@ public sealed class AccessTokens(SigningKeys keys, GatewayOptions options)
             IssuedAt = now,
             NotBefore = now,
             Expires = now + options.AccessTokenLifetime,
-            Claims = new Dictionary<string, object> { [Caller.UserClaim] = userId, [Caller.DeviceClaim] = deviceId, ["jti"] = Guid.NewGuid().ToString("N") },
+            Claims = claims,
             SigningCredentials = new SigningCredentials(key.Key, SecurityAlgorithms.EcdsaSha256),
         });
     }

@@ -1,6 +1,9 @@
+using System.Text.Json;
 using Microsoft.AspNetCore.Authentication.JwtBearer;
+using Microsoft.IdentityModel.JsonWebTokens;
 using Microsoft.IdentityModel.Tokens;
 using QrOrleans.Gateway.Problems;
+using QrOrleans.KeyBinding;
 using QrOrleans.Users;
 
 namespace QrOrleans.Gateway.Auth;
@@ -8,13 +11,21 @@ namespace QrOrleans.Gateway.Auth;
 /// <summary>
 /// Phone calls authenticate with JwtBearer, and only the endpoints that require <see cref="Policy"/> run it:
 /// there is no default scheme, so desktop calls (whose <c>Authorization: Bearer</c> carries an opaque desktop
-/// token, not a JWT) and everything else never reach the bearer handler.
+/// token, not a JWT) and everything else never reach the bearer handler. A key-bound access token (its <c>cnf.jkt</c>,
+/// RFC 9449) is accepted only as <c>Authorization: DPoP &lt;token&gt;</c> with a DPoP proof of that key for the request.
 /// </summary>
 public static class BearerAuthentication
 {
     public const string Policy = "phone";
     public const string MissingDetail = "Send 'Authorization: Bearer <access token>'.";
     public const string RefusedDetail = "The access token is invalid, expired or its device was signed out.";
+
+    /// <summary>The codes a call that requires <see cref="Policy"/> may be refused with (for the OpenAPI document).</summary>
+    public static readonly IReadOnlyList<string> Refusals = ["unauthenticated", "invalid_token", "proof_required", "invalid_proof", "proof_replayed"];
+
+    private const string DpopScheme = "DPoP";
+    private static readonly object UsedDpopScheme = new();
+    private static readonly object Refusal = new();
 
     public static IServiceCollection AddQrAccessTokens(this IServiceCollection services)
     {
@@ -23,6 +34,7 @@ public static class BearerAuthentication
         AppContext.SetSwitch("Microsoft.AspNetCore.Authentication.SuppressAutoDefaultScheme", true);
         services.AddSingleton<SigningKeys>();
         services.AddSingleton<AccessTokens>();
+        services.AddSingleton<DpopProofs>();
         services.AddAuthentication().AddJwtBearer(JwtBearerDefaults.AuthenticationScheme, o =>
         {
             o.MapInboundClaims = false; // keep "sub" and "did" as issued
@@ -53,10 +65,36 @@ public static class BearerAuthentication
     public static IApplicationBuilder UseQrAuthentication(this IApplicationBuilder app) =>
         app.UseAuthentication().UseAuthorization();
 
-    /// <summary>Revocation at once, and one answer for every refusal.</summary>
+    /// <summary>The thumbprint a validated access token is bound to (its cnf.jkt), or null for a bearer token.</summary>
+    public static string? BoundThumbprint(JsonWebToken token)
+    {
+        using var payload = JsonDocument.Parse(Base64UrlEncoder.Decode(token.EncodedPayload));
+        return payload.RootElement.TryGetProperty("cnf", out var cnf) && cnf.ValueKind == JsonValueKind.Object
+            && cnf.TryGetProperty("jkt", out var jkt) && jkt.ValueKind == JsonValueKind.String
+                ? jkt.GetString()
+                : null;
+    }
+
+    /// <summary>Revocation at once, key binding, and one answer for every refusal.</summary>
     private sealed class AccessTokenEvents : JwtBearerEvents
     {
-        /// <summary>A signed, unexpired token is honoured only while its device is not revoked (asked on every call).</summary>
+        /// <summary>Takes the token of <c>Authorization: DPoP &lt;token&gt;</c> too; JwtBearer itself reads only Bearer.</summary>
+        public override Task MessageReceived(MessageReceivedContext context)
+        {
+            var header = context.Request.Headers.Authorization.ToString();
+            if (header.StartsWith(DpopScheme + " ", StringComparison.OrdinalIgnoreCase))
+            {
+                context.Token = header[(DpopScheme.Length + 1)..].Trim();
+                context.HttpContext.Items[UsedDpopScheme] = true;
+            }
+            return Task.CompletedTask;
+        }
+
+        /// <summary>
+        /// A signed, unexpired token is honoured only while its device is not revoked (asked on every call), and a bound
+        /// one only with a proof of its key for this request: RFC 9449 §7.1, checked after the signature, so the proof's
+        /// jti is spent only by a genuine token.
+        /// </summary>
         public override async Task TokenValidated(TokenValidatedContext context)
         {
             if (Caller.From(context.Principal) is not { } caller)
@@ -64,25 +102,74 @@ public static class BearerAuthentication
                 context.Fail("The token names no user or device.");
                 return;
             }
-            var grains = context.HttpContext.RequestServices.GetRequiredService<IGrainFactory>();
+            var http = context.HttpContext;
+            var grains = http.RequestServices.GetRequiredService<IGrainFactory>();
             // A storage failure here propagates: the problem middleware answers 503, not a 401 that signs the phone out.
-            if (!await grains.GetGrain<IDeviceGrain>(caller.DeviceId).IsActiveAsync(caller.UserId, context.HttpContext.RequestAborted).ConfigureAwait(false))
+            if (!await grains.GetGrain<IDeviceGrain>(caller.DeviceId).IsActiveAsync(caller.UserId, http.RequestAborted).ConfigureAwait(false))
             {
                 context.Fail("The device was signed out.");
+                return;
+            }
+            if (context.SecurityToken is not JsonWebToken token)
+            {
+                context.Fail("The token is not a JWS.");
+                return;
+            }
+            var boundTo = BoundThumbprint(token);
+            var usedDpop = http.Items.ContainsKey(UsedDpopScheme);
+            if (boundTo is null && !usedDpop)
+            {
+                return; // a bearer token, as it always was
+            }
+            if (!usedDpop || boundTo is null)
+            {
+                Refuse(context, KeyBindingErrors.InvalidToken(boundTo is null
+                    ? "This access token is not bound to a key: send it as 'Authorization: Bearer <token>'."
+                    : "This access token is bound to a key: send it as 'Authorization: DPoP <token>' with a DPoP proof."));
+                return;
+            }
+            try
+            {
+                await http.RequestServices.GetRequiredService<DpopProofs>()
+                    .VerifyAsync(http.Request, token.EncodedToken, boundTo, http.RequestAborted).ConfigureAwait(false);
+            }
+            catch (GrainException refusal) when (refusal.Status == StatusCodes.Status401Unauthorized)
+            {
+                Refuse(context, refusal);
             }
         }
 
         /// <summary>
         /// Wrong key, unknown issuer or audience, alg none, malformed, expired or revoked: the same body and the same
-        /// bare challenge (no error_description), so a forger learns nothing about which rule broke.
+        /// bare challenge (no error_description), so a forger learns nothing about which rule broke. A genuine token
+        /// refused for its key binding gets that binding's own code, and a DPoP challenge (RFC 9449 §7.1).
         /// </summary>
         public override async Task Challenge(JwtBearerChallengeContext context)
         {
             context.HandleResponse();
-            context.Response.Headers.WWWAuthenticate = JwtBearerDefaults.AuthenticationScheme;
-            var refusal = Errors.Unauthenticated(context.AuthenticateFailure is null ? MissingDetail : RefusedDetail);
-            await ProblemResponses.Write(context.HttpContext,
-                ProblemResponses.Create(refusal.Status, refusal.Code, refusal.Title, refusal.Detail)).ConfigureAwait(false);
+            var http = context.HttpContext;
+            GrainException refusal;
+            if (http.Items[Refusal] is GrainException binding)
+            {
+                refusal = binding;
+                http.Response.Headers.WWWAuthenticate = binding.Code == "invalid_token"
+                    ? DpopScheme + " error=\"invalid_token\""
+                    : DpopScheme + " error=\"invalid_dpop_proof\"";
+            }
+            else
+            {
+                refusal = Errors.Unauthenticated(context.AuthenticateFailure is null ? MissingDetail : RefusedDetail);
+                http.Response.Headers.WWWAuthenticate = !http.Items.ContainsKey(UsedDpopScheme) ? JwtBearerDefaults.AuthenticationScheme
+                    : context.AuthenticateFailure is null ? DpopScheme
+                    : DpopScheme + " error=\"invalid_token\"";
+            }
+            await ProblemResponses.Write(http, ProblemResponses.Create(refusal.Status, refusal.Code, refusal.Title, refusal.Detail)).ConfigureAwait(false);
+        }
+
+        private static void Refuse(TokenValidatedContext context, GrainException refusal)
+        {
+            context.HttpContext.Items[Refusal] = refusal;
+            context.Fail(refusal.Detail ?? refusal.Title);
         }
     }
 }

@@ -1,10 +1,13 @@
 using System.Text;
+using System.Text.Json;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Mvc;
 using QRCoder;
 using QrOrleans.Audit;
 using QrOrleans.Gateway.Auth;
 using QrOrleans.Gateway.Observability;
+using QrOrleans.Grains.QrSessions;
+using QrOrleans.KeyBinding;
 using QrOrleans.QrSessions;
 using QrOrleans.Users;
 
@@ -12,7 +15,8 @@ namespace QrOrleans.Gateway.QrSessions;
 
 public sealed record ClientInfo(string? Name, string? Kind);
 
-public sealed record CreateSessionRequest(ClientInfo? Client);
+/// <param name="Key">The desktop's public key (an EC P-256 JWK) its claim must prove and its tokens are bound to.</param>
+public sealed record CreateSessionRequest(ClientInfo? Client, JsonElement? Key = null);
 
 public sealed record CreateSessionResponse(
     string SessionId, string DesktopToken, string State, long Version, DateTimeOffset ExpiresAt, QrCodeView? Qr);
@@ -39,8 +43,10 @@ public static class QrSessionsApi
         desktop.MapPost("/", CreateAsync).RequireRateLimiting(RateLimits.SessionCreation)
             .WithSummary("Start a sign-in session")
             .WithDescription("No authentication. Answers the session's desktopToken (send it as 'Authorization: Bearer' on every other "
-                + "desktop call) and its first QR code. client.kind is browser, cli, agent or device; the name defaults from the User-Agent.")
-            .ProducesProblems("validation_failed");
+                + "desktop call) and its first QR code. client.kind is browser, cli, agent or device; the name defaults from the User-Agent. "
+                + "key (optional; required when the server sets RequireKeyBinding): the desktop's public key, an EC P-256 JWK "
+                + "{ kty, crv, x, y }, which its claim must then prove with a DPoP header.")
+            .ProducesProblems("validation_failed", "key_required");
         desktop.MapGet("/{id}", GetAsync)
             .WithSummary("Read the session's snapshot, or long-poll for its next version")
             .WithDescription("Desktop token. With waitForVersion=N the answer comes as soon as the version is above N, or after "
@@ -70,8 +76,11 @@ public static class QrSessionsApi
         desktop.MapPost("/{id}/claim", ClaimAsync)
             .WithSummary("Claim this device's tokens after the phone approved")
             .WithDescription("Desktop token. Exactly once, after approval: the access and refresh tokens of the new device, for the "
-                + "user who approved. Before approval 409 not_approved, after a first claim 410 already_claimed.")
-            .ProducesProblems("unauthenticated", "not_approved", "already_claimed", "qr_expired", "invalid_state");
+                + "user who approved. Before approval 409 not_approved, after a first claim 410 already_claimed. A session created "
+                + "with a key needs a DPoP proof of it (htm POST, htu this URL); its tokens are then bound to the key (tokenType DPoP). "
+                + "A claim that failed on the server may be retried by the same desktop (with a fresh proof) within the claim window.")
+            .ProducesProblems("unauthenticated", "not_approved", "already_claimed", "qr_expired", "invalid_state",
+                "proof_required", "invalid_proof", "proof_replayed");
 
         var phone = app.MapGroup("/v1/qr").WithTags("QR sessions (phone)").RequireAuthorization(BearerAuthentication.Policy);
         phone.MapPost("/scan", ScanAsync).RequireRateLimiting(RateLimits.Scans)
@@ -94,8 +103,10 @@ public static class QrSessionsApi
     }
 
     private static async Task<Created<CreateSessionResponse>> CreateAsync(
-        HttpContext context, IGrainFactory grains, [FromBody(EmptyBodyBehavior = Microsoft.AspNetCore.Mvc.ModelBinding.EmptyBodyBehavior.Allow)] CreateSessionRequest? body)
+        HttpContext context, IGrainFactory grains, QrSessionOptions options,
+        [FromBody(EmptyBodyBehavior = Microsoft.AspNetCore.Mvc.ModelBinding.EmptyBodyBehavior.Allow)] CreateSessionRequest? body)
     {
+        var keyThumbprint = KeyThumbprint(body?.Key, options);
         var (browser, os) = UserAgent.Parse(context.Request.Headers.UserAgent);
         var kind = body?.Client?.Kind ?? (browser.StartsWith("curl", StringComparison.Ordinal) ? "cli" : "browser");
         if (!ClientKinds.All.Contains(kind))
@@ -112,11 +123,26 @@ public static class QrSessionsApi
             name = $"{browser} on {os}";
         }
         var sessionId = Grains.Secrets.NewToken(16);
-        var requester = new Requester(name, kind, browser, os, context.ClientIp(), DateTimeOffset.UtcNow);
+        var requester = new Requester(name, kind, browser, os, context.ClientIp(), DateTimeOffset.UtcNow, keyThumbprint);
         var created = await grains.GetGrain<IQrSessionGrain>(sessionId).CreateAsync(requester, context.RequestAborted);
         var s = created.Snapshot;
         return TypedResults.Created($"/v1/qr/sessions/{sessionId}",
             new CreateSessionResponse(sessionId, created.DesktopToken, s.State, s.Version, s.ExpiresAt, s.Qr));
+    }
+
+    /// <summary>The RFC 7638 thumbprint of the key a desktop registers at create; null for an unkeyed session.</summary>
+    private static string? KeyThumbprint(JsonElement? key, QrSessionOptions options)
+    {
+        if (key is not { ValueKind: not JsonValueKind.Null } jwk)
+        {
+            return options.RequireKeyBinding ? throw KeyBindingErrors.KeyRequired() : null;
+        }
+        if (EcPublicJwk.HasPrivatePart(jwk))
+        {
+            throw Errors.Validation("key must be the public key only: it has a private part (d). Keep d on the desktop.");
+        }
+        return EcPublicJwk.TryRead(jwk, out var problem)?.Thumbprint
+            ?? throw Errors.Validation($"key must be an EC P-256 public JWK {{ kty, crv, x, y }}: {problem}.");
     }
 
     private static async Task<IResult> GetAsync(
@@ -239,18 +265,28 @@ public static class QrSessionsApi
         return TypedResults.Ok(await grains.GetGrain<IQrSessionGrain>(id).CancelAsync(token, context.RequestAborted));
     }
 
-    private static async Task<Ok<ClaimResponse>> ClaimAsync(string id, HttpContext context, IGrainFactory grains, AccessTokens tokens, AuditTrail audit)
+    /// <summary>
+    /// Begin (the grain checks the key, records the device and a pending grant, registers the device), mint, confirm,
+    /// answer. Until the confirmation the session stays approved, so if anything fails on the way (this node dies,
+    /// storage blips) the same desktop's retry gets the same device with fresh tokens; once confirmed, 410 already_claimed.
+    /// </summary>
+    private static async Task<Ok<ClaimResponse>> ClaimAsync(
+        string id, HttpContext context, IGrainFactory grains, AccessTokens tokens, DpopProofs proofs, AuditTrail audit)
     {
-        var token = DesktopToken(context, id);
-        var grant = await grains.GetGrain<IQrSessionGrain>(id).ClaimAsync(token, context.RequestAborted);
-        // The session is completed now; minting happens here and nowhere else, and the tokens go only into this response.
-        var user = grains.GetGrain<IUserGrain>(grant.UserId);
-        var session = await user.AddDeviceAsync(new NewDevice(grant.DeviceId, grant.DeviceName, grant.DeviceKind, grant.Ip), CancellationToken.None);
-        var access = await tokens.IssueAsync(grant.UserId, grant.DeviceId, CancellationToken.None);
+        var desktopToken = DesktopToken(context, id);
+        var proof = DpopProofs.IsPresent(context.Request)
+            ? await proofs.VerifyAsync(context.Request, accessToken: null, boundTo: null, context.RequestAborted)
+            : null;
+        var grain = grains.GetGrain<IQrSessionGrain>(id);
+        var grant = await grain.BeginClaimAsync(desktopToken, proof?.Thumbprint, context.RequestAborted);
+        var session = grant.Session!;
+        // Minting happens here and nowhere else, and the tokens go only into this response.
+        var access = await tokens.IssueAsync(grant.UserId, grant.DeviceId, grant.KeyThumbprint, CancellationToken.None);
+        await grain.ConfirmClaimAsync(desktopToken, grant.GrantId!, CancellationToken.None);
         await audit.RecordAsync(context, grant.UserId, AuditActions.DeviceLinked, deviceId: grant.DeviceId, sessionId: id,
             client: $"{grant.DeviceName} ({grant.DeviceKind})");
-        return TypedResults.Ok(new ClaimResponse(access, "Bearer", (int)tokens.Lifetime.TotalSeconds, session.RefreshToken,
-            new ClaimedDevice(session.Device.Id, session.Device.Name), session.User));
+        return TypedResults.Ok(new ClaimResponse(access, AccessTokens.TokenType(grant.KeyThumbprint), (int)tokens.Lifetime.TotalSeconds,
+            session.RefreshToken, new ClaimedDevice(session.Device.Id, session.Device.Name), session.User));
     }
 
     private static async Task<Ok<ScanResult>> ScanAsync(HttpContext context, IGrainFactory grains, AuditTrail audit, ScanRequest body)

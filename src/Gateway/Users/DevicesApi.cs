@@ -39,8 +39,9 @@ public static partial class DevicesApi
             .ProducesProblems("unauthenticated", "not_found");
         me.MapPost("/auth/refresh", RefreshAsync)
             .WithSummary("Exchange a refresh token for new tokens")
-            .WithDescription("No bearer. The refresh token rotates: replaying a used one is 401 refresh_token_reused and signs that device out.")
-            .ProducesProblems("invalid_refresh_token", "refresh_token_reused");
+            .WithDescription("No bearer. The refresh token rotates: replaying a used one is 401 refresh_token_reused and signs that device out. "
+                + "A key-bound device (tokenType DPoP) sends a DPoP proof of its key for this URL; its new tokens stay bound.")
+            .ProducesProblems("invalid_refresh_token", "refresh_token_reused", "proof_required", "invalid_proof", "proof_replayed");
 
         var admin = app.MapGroup("/v1/admin").WithTags("Operator");
         admin.MapPost("/users", CreateUserAsync)
@@ -84,17 +85,21 @@ public static partial class DevicesApi
     }
 
     private static async Task<Ok<TokenResponse>> RefreshAsync(
-        HttpContext context, IGrainFactory grains, AccessTokens tokens, AuditTrail audit, RefreshRequest body)
+        HttpContext context, IGrainFactory grains, AccessTokens tokens, DpopProofs proofs, AuditTrail audit, RefreshRequest body)
     {
         var parts = body.RefreshToken?.Split('.');
         if (parts is not [var deviceId, var secret] || DeviceIds.UserOf(deviceId) is not { } userId || secret.Length is 0 or > 128)
         {
             throw Errors.InvalidRefreshToken();
         }
+        // A proof, when sent, is verified before the device is asked; whether the device needs one, the device decides.
+        var proof = DpopProofs.IsPresent(context.Request)
+            ? await proofs.VerifyAsync(context.Request, accessToken: null, boundTo: null, context.RequestAborted)
+            : null;
         DeviceSession session;
         try
         {
-            session = await grains.GetGrain<IUserGrain>(userId).RefreshAsync(deviceId, secret, context.ClientIp(), context.RequestAborted);
+            session = await grains.GetGrain<IUserGrain>(userId).RefreshAsync(deviceId, secret, context.ClientIp(), proof?.Thumbprint, context.RequestAborted);
         }
         catch (GrainException e) when (e.Code == "refresh_token_reused")
         {
@@ -149,8 +154,8 @@ public static partial class DevicesApi
     }
 
     public static async Task<TokenResponse> TokenResponse(AccessTokens tokens, DeviceSession session, CancellationToken ct) => new(
-        await tokens.IssueAsync(session.User.Id, session.Device.Id, ct),
-        "Bearer",
+        await tokens.IssueAsync(session.User.Id, session.Device.Id, session.KeyThumbprint, ct),
+        AccessTokens.TokenType(session.KeyThumbprint),
         (int)tokens.Lifetime.TotalSeconds,
         session.RefreshToken,
         Response(session.Device, session.Device.Id),

@@ -22,7 +22,10 @@ public static class ClientKinds
     public static readonly IReadOnlyList<string> All = ["browser", "cli", "agent", "device"];
 }
 
-/// <summary>What the desktop says about itself, plus what the gateway saw of its request.</summary>
+/// <summary>
+/// What the desktop says about itself, plus what the gateway saw of its request. <see cref="KeyThumbprint"/> is the
+/// RFC 7638 thumbprint of the public key it registered (null: an unkeyed session); its claim must prove that key.
+/// </summary>
 [GenerateSerializer, Immutable, Alias("qrorleans.Requester")]
 public sealed record Requester(
     [property: Id(0)] string ClientName,
@@ -30,7 +33,8 @@ public sealed record Requester(
     [property: Id(2)] string Browser,
     [property: Id(3)] string Os,
     [property: Id(4)] string Ip,
-    [property: Id(5)] DateTimeOffset CreatedAt);
+    [property: Id(5)] DateTimeOffset CreatedAt,
+    [property: Id(6)] string? KeyThumbprint = null);
 
 [GenerateSerializer, Immutable, Alias("qrorleans.QrCodeView")]
 public sealed record QrCodeView(
@@ -93,14 +97,21 @@ public sealed record RequesterView(
     [property: Id(5)] DateTimeOffset CreatedAt,
     [property: Id(6)] bool SameNetwork);
 
-/// <summary>Handed to the gateway by a successful claim: who approved, for which client. No tokens.</summary>
+/// <summary>
+/// Handed to the gateway by a successful claim: who approved, for which client. A begun claim
+/// (<see cref="IQrSessionGrain.BeginClaimAsync"/>) also carries the device's fresh refresh token, the grant's id to
+/// confirm it with, and the thumbprint the device's tokens are bound to.
+/// </summary>
 [GenerateSerializer, Immutable, Alias("qrorleans.ClaimGrant")]
 public sealed record ClaimGrant(
     [property: Id(0)] string UserId,
     [property: Id(1)] string DeviceId,
     [property: Id(2)] string DeviceName,
     [property: Id(3)] string DeviceKind,
-    [property: Id(4)] string Ip);
+    [property: Id(4)] string Ip,
+    [property: Id(5)] string? GrantId = null,
+    [property: Id(6)] Users.DeviceSession? Session = null,
+    [property: Id(7)] string? KeyThumbprint = null);
 
 /// <summary>
 /// A state change of a session, pushed to the nodes that listen to it: the version it reached and what the desktop
@@ -133,8 +144,29 @@ public interface IQrSessionGrain : IGrainWithStringKey
     [Alias("Cancel")]
     Task<QrSessionSnapshot> CancelAsync(string desktopToken, CancellationToken ct = default);
 
+    /// <summary>
+    /// The claim in one step: approved → completed, device id chosen, nothing minted (an unkeyed session only). The
+    /// gateway uses <see cref="BeginClaimAsync"/> and <see cref="ConfirmClaimAsync"/>, which survive a crash between.
+    /// </summary>
     [Alias("Claim")]
     Task<ClaimGrant> ClaimAsync(string desktopToken, CancellationToken ct = default);
+
+    /// <summary>
+    /// Starts (or, after a failure, restarts) handing out the session's grant: checks the key binding
+    /// (<paramref name="proofThumbprint"/> = the thumbprint of a verified DPoP proof, null without one) before anything
+    /// changes, records the device id (kept across retries) and a new grant id, and registers the device with the user,
+    /// which issues a fresh refresh token (a retry's token replaces the undelivered one). The session stays approved
+    /// until <see cref="ConfirmClaimAsync"/>, and the claim window still applies.
+    /// </summary>
+    [Alias("BeginClaim")]
+    Task<ClaimGrant> BeginClaimAsync(string desktopToken, string? proofThumbprint, CancellationToken ct = default);
+
+    /// <summary>
+    /// The grant <paramref name="grantId"/> was delivered: approved → completed. Only the latest begun grant confirms
+    /// (an older one's refresh token was replaced); confirming it again is a no-op.
+    /// </summary>
+    [Alias("ConfirmClaim")]
+    Task<QrSessionSnapshot> ConfirmClaimAsync(string desktopToken, string grantId, CancellationToken ct = default);
 
     /// <summary>
     /// Pushes every later change to <paramref name="listener"/> (a node's, see <see cref="IQrSessionListener"/>) until

@@ -17,12 +17,17 @@ public sealed record DeviceView(
     [property: Id(5)] string Ip,
     [property: Id(6)] bool Revoked);
 
-/// <summary>A new refresh token (plaintext, returned once; only its hash is stored) for a device.</summary>
+/// <summary>
+/// A new refresh token (plaintext, returned once; only its hash is stored) for a device, and the thumbprint of the key
+/// the device's tokens are bound to (null: bearer tokens).
+/// </summary>
 [GenerateSerializer, Immutable, Alias("qrorleans.DeviceSession")]
 public sealed record DeviceSession(
     [property: Id(0)] UserView User,
     [property: Id(1)] DeviceView Device,
-    [property: Id(2)] string RefreshToken)
+    [property: Id(2)] string RefreshToken,
+    [property: Id(3)] string? KeyThumbprint = null)
+
 {
     /// <summary>Orleans prints a grain's answer in its Trace logs: never with the token.</summary>
     private bool PrintMembers(System.Text.StringBuilder builder)
@@ -32,12 +37,14 @@ public sealed record DeviceSession(
     }
 }
 
+/// <summary>A device to add; <see cref="KeyThumbprint"/> binds its tokens to that key (RFC 9449), null for bearer tokens.</summary>
 [GenerateSerializer, Immutable, Alias("qrorleans.NewDevice")]
 public sealed record NewDevice(
     [property: Id(0)] string DeviceId,
     [property: Id(1)] string Name,
     [property: Id(2)] string Kind,
-    [property: Id(3)] string Ip);
+    [property: Id(3)] string Ip,
+    [property: Id(4)] string? KeyThumbprint = null);
 
 /// <summary>A device and the user it belongs to.</summary>
 [GenerateSerializer, Immutable, Alias("qrorleans.OwnedDevice")]
@@ -48,7 +55,9 @@ public sealed record OwnedDevice([property: Id(0)] DeviceView Device, [property:
 public sealed record IssuedRefreshToken(
     [property: Id(0)] DeviceView Device,
     [property: Id(1)] string UserId,
-    [property: Id(2)] string RefreshToken)
+    [property: Id(2)] string RefreshToken,
+    [property: Id(3)] string? KeyThumbprint = null)
+
 {
     /// <summary>Orleans prints a grain's answer in its Trace logs: never with the token.</summary>
     private bool PrintMembers(System.Text.StringBuilder builder)
@@ -77,9 +86,12 @@ public interface IUserGrain : IGrainWithStringKey
     [Alias("RevokeDevice")]
     Task RevokeDeviceAsync(string deviceId, CancellationToken ct = default);
 
-    /// <summary>Rotates a refresh token. Replaying a rotated one revokes the device.</summary>
+    /// <summary>
+    /// Rotates a refresh token. Replaying a rotated one revokes the device. A key-bound device needs
+    /// <paramref name="proofThumbprint"/> (of a verified DPoP proof) to be its key, checked before anything else.
+    /// </summary>
     [Alias("Refresh")]
-    Task<DeviceSession> RefreshAsync(string deviceId, string secret, string ip, CancellationToken ct = default);
+    Task<DeviceSession> RefreshAsync(string deviceId, string secret, string ip, string? proofThumbprint, CancellationToken ct = default);
 }
 
 /// <summary>Unique username → user id.</summary>
@@ -124,7 +136,7 @@ public interface IDeviceGrain : IGrainWithStringKey
     Task<OwnedDevice?> GetAsync(CancellationToken ct = default);
 
     [Alias("Refresh")]
-    Task<IssuedRefreshToken> RefreshAsync(string secret, string ip, CancellationToken ct = default);
+    Task<IssuedRefreshToken> RefreshAsync(string secret, string ip, string? proofThumbprint, CancellationToken ct = default);
 
     [Alias("Revoke")]
     Task RevokeAsync(CancellationToken ct = default);

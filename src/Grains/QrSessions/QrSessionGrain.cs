@@ -3,7 +3,9 @@ using System.Security.Cryptography;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Orleans.Utilities;
+using QrOrleans.KeyBinding;
 using QrOrleans.QrSessions;
+using QrOrleans.Users;
 using static QrOrleans.QrSessions.QrSessionStates;
 
 namespace QrOrleans.Grains.QrSessions;
@@ -44,6 +46,12 @@ public sealed record QrSessionState
     /// nothing listened, or stored before this field existed.
     /// </summary>
     public string? TraceParent { get; init; }
+
+    /// <summary>
+    /// The grant being handed out: set with <see cref="DeviceId"/> by each begun claim while the session is still
+    /// approved (a "grant pending" mark), and the one that confirmed once completed. Null before any claim began.
+    /// </summary>
+    public string? GrantId { get; init; }
 }
 
 /// <summary>
@@ -229,11 +237,18 @@ public sealed partial class QrSessionGrain(
         var s = await DesktopAsync(desktopToken);
         return s.State switch
         {
-            Pending or Scanned or Approved => await CommitAsync(s with { State = Cancelled, EndedAt = Now }),
+            Pending or Scanned => await CommitAsync(s with { State = Cancelled, EndedAt = Now }),
+            Approved => await CancelApprovedAsync(s),
             Cancelled => Snapshot(s),
             Expired => throw Errors.QrExpired(),
             _ => throw Errors.InvalidState(s.State, "cancel"),
         };
+    }
+
+    private async Task<QrSessionSnapshot> CancelApprovedAsync(QrSessionState s)
+    {
+        await RevokeUndeliveredAsync(s);
+        return await CommitAsync(s with { State = Cancelled, EndedAt = Now });
     }
 
     public Task<ClaimGrant> ClaimAsync(string desktopToken, CancellationToken ct) =>
@@ -242,20 +257,94 @@ public sealed partial class QrSessionGrain(
     private async Task<ClaimGrant> ClaimCoreAsync(string desktopToken)
     {
         var s = await DesktopAsync(desktopToken);
+        if (KeyBindingErrors.Check(s.Requester.KeyThumbprint, null) is { } refusal)
+        {
+            throw refusal; // a keyed session is claimed only with a proof, through BeginClaim
+        }
         switch (s.State)
         {
             case Approved:
-                var deviceId = s.ScannerUserId + "-" + Secrets.NewHexId(8);
+                var deviceId = s.DeviceId ?? s.ScannerUserId + "-" + Secrets.NewHexId(8);
                 await CommitAsync(s with { State = Completed, DeviceId = deviceId, EndedAt = Now });
                 return new ClaimGrant(s.ScannerUserId!, deviceId, s.Requester.ClientName, s.Requester.ClientKind, s.Requester.Ip);
-            case Pending or Scanned:
-                throw Errors.NotApproved();
-            case Completed:
-                throw Errors.AlreadyClaimed();
-            case Expired:
-                throw Errors.QrExpired();
             default:
-                throw Errors.InvalidState(s.State, "claim");
+                throw ClaimRefusal(s);
+        }
+    }
+
+    public Task<ClaimGrant> BeginClaimAsync(string desktopToken, string? proofThumbprint, CancellationToken ct) =>
+        StepAsync("claim", () => BeginClaimCoreAsync(desktopToken, proofThumbprint));
+
+    /// <summary>
+    /// The public state stays approved while a grant is pending: completed tells the desktop and its watchers that the
+    /// tokens were handed out, which is only true once the gateway confirms, and staying approved keeps the claim
+    /// window (ClaimBefore) running, so a retry is possible exactly while a first claim was.
+    /// </summary>
+    private async Task<ClaimGrant> BeginClaimCoreAsync(string desktopToken, string? proofThumbprint)
+    {
+        var s = await DesktopAsync(desktopToken);
+        // Before anything changes: a wrong key or none never consumes (nor even touches) the session.
+        if (KeyBindingErrors.Check(s.Requester.KeyThumbprint, proofThumbprint) is { } refusal)
+        {
+            throw refusal;
+        }
+        if (s.State is not Approved)
+        {
+            throw ClaimRefusal(s);
+        }
+        // One device per session, whatever the number of retries: its id is chosen by the first claim and kept.
+        var deviceId = s.DeviceId ?? s.ScannerUserId + "-" + Secrets.NewHexId(8);
+        var grantId = Secrets.NewToken(16);
+        await RecordAsync(s with { DeviceId = deviceId, GrantId = grantId });
+        // Inside this turn, so no other claim, expiry or cancel of this session interleaves: the latest grant id always
+        // goes with the device's current refresh token (a retry rotates out the one an earlier attempt never delivered).
+        var key = s.Requester.KeyThumbprint;
+        var device = await GrainFactory.GetGrain<IUserGrain>(s.ScannerUserId!)
+            .AddDeviceAsync(new NewDevice(deviceId, s.Requester.ClientName, s.Requester.ClientKind, s.Requester.Ip, key), CancellationToken.None);
+        return new ClaimGrant(s.ScannerUserId!, deviceId, s.Requester.ClientName, s.Requester.ClientKind, s.Requester.Ip, grantId, device, key);
+    }
+
+    /// <summary>The end of the claim step that BeginClaim traced: the ceremony shows one span per claim call.</summary>
+    public async Task<QrSessionSnapshot> ConfirmClaimAsync(string desktopToken, string grantId, CancellationToken ct)
+    {
+        var s = await DesktopAsync(desktopToken);
+        var latest = s.GrantId is not null && Secrets.FixedTimeEquals(grantId, s.GrantId);
+        return s.State switch
+        {
+            Approved when latest => await CommitAsync(s with { State = Completed, EndedAt = Now }),
+            Completed when latest => Snapshot(s),
+            // A later claim of the same desktop replaced this grant's refresh token: that claim answers, this one may not.
+            Approved or Completed => throw Errors.AlreadyClaimed(),
+            _ => throw ClaimRefusal(s),
+        };
+    }
+
+    private static GrainException ClaimRefusal(QrSessionState s) => s.State switch
+    {
+        Pending or Scanned => Errors.NotApproved(),
+        Completed => Errors.AlreadyClaimed(),
+        Expired => Errors.QrExpired(),
+        _ => Errors.InvalidState(s.State, "claim"),
+    };
+
+    /// <summary>
+    /// A session that ends (expired, cancelled) with a grant pending signs that device out first: nobody holds its
+    /// refresh token, and no claim can fetch one any more. No claim can register it afterwards either, since only this
+    /// grain's turns do.
+    /// </summary>
+    private async Task RevokeUndeliveredAsync(QrSessionState s)
+    {
+        if (s.State != Approved || s.DeviceId is null)
+        {
+            return;
+        }
+        try
+        {
+            await GrainFactory.GetGrain<IUserGrain>(s.ScannerUserId!).RevokeDeviceAsync(s.DeviceId, CancellationToken.None);
+        }
+        catch (GrainException e) when (e.Code == "not_found")
+        {
+            // the claim failed before the device was registered: nothing to sign out
         }
     }
 
@@ -291,7 +380,10 @@ public sealed partial class QrSessionGrain(
                 break;
             case Pending when now >= s.QrExpiresAt || now >= s.ExpiresAt:
             case Scanned when now >= s.ApproveBefore:
+                await CommitAsync(s with { State = Expired, EndedAt = now });
+                break;
             case Approved when now >= s.ClaimBefore:
+                await RevokeUndeliveredAsync(s);
                 await CommitAsync(s with { State = Expired, EndedAt = now });
                 break;
             default:
@@ -391,6 +483,16 @@ public sealed partial class QrSessionGrain(
         await _listeners.Notify(l => l.ChangedAsync(change));
         ArmTimer(s);
         return snapshot;
+    }
+
+    /// <summary>
+    /// The one write of a step that changes nothing a desktop or a watcher sees (a grant pending): no new version, no
+    /// event, the same deadline.
+    /// </summary>
+    private async Task RecordAsync(QrSessionState next)
+    {
+        session.State = next;
+        await session.PersistAsync(this);
     }
 
     /// <summary>Points the timer at the state's next deadline, unless it already points there (reads call this too).</summary>

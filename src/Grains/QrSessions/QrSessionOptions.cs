@@ -17,6 +17,12 @@ public sealed class QrSessionOptions
     /// </summary>
     public TimeSpan RecoveryPeriod { get; set; } = TimeSpan.FromMinutes(1);
 
+    /// <summary>
+    /// A session is created only with a public key (key binding, RFC 9449): its claim must prove the key and its
+    /// tokens are bound to it. Off by default, so a plain curl can sign in.
+    /// </summary>
+    public bool RequireKeyBinding { get; set; }
+
     /// <summary>The origin QR URLs point at; the gateway fills in its first listening URL when unset.</summary>
     public string PublicOrigin { get; set; } = "";
 }

@@ -1,4 +1,5 @@
 using Microsoft.Extensions.DependencyInjection;
+using QrOrleans.KeyBinding;
 using QrOrleans.Users;
 
 namespace QrOrleans.Grains.Users;
@@ -47,7 +48,7 @@ public sealed class UserGrain(
             await user.PersistAsync(this);
         }
         var issued = await GrainFactory.GetGrain<IDeviceGrain>(device.DeviceId).RegisterAsync(Key, device, ct);
-        return new DeviceSession(View(user.State), issued.Device, issued.RefreshToken);
+        return new DeviceSession(View(user.State), issued.Device, issued.RefreshToken, issued.KeyThumbprint);
     }
 
     public async Task<IReadOnlyList<DeviceView>> ListDevicesAsync(CancellationToken ct)
@@ -70,14 +71,14 @@ public sealed class UserGrain(
         await device.RevokeAsync(ct);
     }
 
-    public async Task<DeviceSession> RefreshAsync(string deviceId, string secret, string ip, CancellationToken ct)
+    public async Task<DeviceSession> RefreshAsync(string deviceId, string secret, string ip, string? proofThumbprint, CancellationToken ct)
     {
-        var issued = await GrainFactory.GetGrain<IDeviceGrain>(deviceId).RefreshAsync(secret, ip, ct);
+        var issued = await GrainFactory.GetGrain<IDeviceGrain>(deviceId).RefreshAsync(secret, ip, proofThumbprint, ct);
         if (issued.UserId != Key || !user.RecordExists)
         {
             throw Errors.InvalidRefreshToken();
         }
-        return new DeviceSession(View(user.State), issued.Device, issued.RefreshToken);
+        return new DeviceSession(View(user.State), issued.Device, issued.RefreshToken, issued.KeyThumbprint);
     }
 
     private UserView View(UserState s) => new(Key, s.Username, s.DisplayName, s.CreatedAt);
@@ -98,6 +99,12 @@ public sealed record DeviceState
 
     /// <summary>Hashes of rotated secrets, newest last: presenting one of them is token theft.</summary>
     public IReadOnlyList<string> RotatedHashes { get; init; } = [];
+
+    /// <summary>
+    /// RFC 7638 thumbprint of the key the device's tokens are bound to (a desktop that registered a key at create);
+    /// null for bearer tokens, and for devices stored before key binding existed.
+    /// </summary>
+    public string? KeyThumbprint { get; init; }
 }
 
 /// <summary>A device's refresh token ("deviceId.secret", only its hash kept), rotated on every use, and its revocation.</summary>
@@ -127,29 +134,35 @@ public sealed class DeviceGrain(
             device.State = new DeviceState
             {
                 UserId = userId, Name = registration.Name, Kind = registration.Kind, CreatedAt = now, LastSeenAt = now,
-                Ip = registration.Ip, RefreshHash = Secrets.Hash(secret),
+                Ip = registration.Ip, RefreshHash = Secrets.Hash(secret), KeyThumbprint = registration.KeyThumbprint,
             };
         }
         await device.PersistAsync(this);
-        return new IssuedRefreshToken(View(device.State), userId, Key + "." + secret);
+        return new IssuedRefreshToken(View(device.State), userId, Key + "." + secret, device.State.KeyThumbprint);
     }
 
     public Task<OwnedDevice?> GetAsync(CancellationToken ct) =>
         Task.FromResult(device.RecordExists ? new OwnedDevice(View(device.State), device.State.UserId) : null);
 
-    public async Task<IssuedRefreshToken> RefreshAsync(string secret, string ip, CancellationToken ct)
+    public async Task<IssuedRefreshToken> RefreshAsync(string secret, string ip, string? proofThumbprint, CancellationToken ct)
     {
         if (!device.RecordExists || device.State.Revoked)
         {
             throw Errors.InvalidRefreshToken();
         }
         var s = device.State;
+        // Before the secret is looked at: without the key a copied token is useless, and it must not be able to sign
+        // the device out either (what a rotated token's comeback below does).
+        if (KeyBindingErrors.Check(s.KeyThumbprint, proofThumbprint) is { } refusal)
+        {
+            throw refusal;
+        }
         if (Secrets.MatchesHash(secret, s.RefreshHash))
         {
             var next = Secrets.NewToken(32);
             device.State = Rotate(s, next, time.GetUtcNow(), ip);
             await device.PersistAsync(this);
-            return new IssuedRefreshToken(View(device.State), s.UserId, Key + "." + next);
+            return new IssuedRefreshToken(View(device.State), s.UserId, Key + "." + next, s.KeyThumbprint);
         }
         if (s.RotatedHashes.Contains(Secrets.Hash(secret)))
         {

@@ -4,7 +4,6 @@ using System.Text.Json;
 using System.Text.RegularExpressions;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
-using QrOrleans.Gateway.Dashboard;
 using QrOrleans.Tests.Accounts;
 using QrOrleans.Tests.Infrastructure;
 using QrOrleans.Tests.Observability;
@@ -71,8 +70,18 @@ public sealed class FuzzNode : IAsyncLifetime
         Targets = new FuzzTargets(
             session.SessionId, session.DesktopToken, QrToken(session.QrUrl), phone.AccessToken, phone.UserId, phone.DeviceId,
             spare.Body.GetProperty("device").GetProperty("id").GetString()!, spare.Body.GetProperty("refreshToken").GetString()!,
-            accountId, GatewayNode.AdminKey, Gateway.Services.GetRequiredService<DashboardSessions>().Issue(),
+            accountId, GatewayNode.AdminKey, await DashboardCookieAsync(),
             sealedCredentials.Length > 0 ? sealedCredentials : "not-exported");
+    }
+
+    /// <summary>A real sign-in's cookie value, as the dashboard's form gets it (the sign-in is a record in the cluster).</summary>
+    private async Task<string> DashboardCookieAsync()
+    {
+        using var http = new HttpClient(new HttpClientHandler { AllowAutoRedirect = false, UseCookies = false }) { BaseAddress = Gateway.BaseAddress };
+        using var form = new FormUrlEncodedContent([new("key", GatewayNode.AdminKey)]);
+        using var response = await http.PostAsync("/dashboard/sign-in", form);
+        var cookie = response.Headers.GetValues("Set-Cookie").Single().Split(';')[0];
+        return cookie["qro_dashboard=".Length..];
     }
 
     /// <summary>The "sessionId.secret" of a QR URL, whether it rides in the path or the fragment.</summary>

@@ -31,7 +31,8 @@ public sealed class GatewayNode : IAsyncDisposable
 
     public IServiceProvider Services => _app.Services;
 
-    public static async Task<GatewayNode> StartAsync(IDictionary<string, string?>? settings = null)
+    /// <param name="configure">Further registrations (e.g. a grain call filter that injects faults).</param>
+    public static async Task<GatewayNode> StartAsync(IDictionary<string, string?>? settings = null, Action<WebApplicationBuilder>? configure = null)
     {
         var config = new Dictionary<string, string?>
         {
@@ -48,6 +49,7 @@ public sealed class GatewayNode : IAsyncDisposable
         {
             builder.Configuration.AddInMemoryCollection(config);
             builder.Logging.ClearProviders();
+            configure?.Invoke(builder);
         });
         await app.StartAsync();
         var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
