@@ -69,6 +69,7 @@ public static class Program
             root.Options.Add(_server);
             root.Options.Add(_apiKey);
             root.Subcommands.Add(Login());
+            root.Subcommands.Add(WhoAmICommand());
             root.Subcommands.Add(Accounts());
             root.Subcommands.Add(Cluster());
             root.Subcommands.Add(Webhooks.WebhooksCommands.Build(environment, output, error));
@@ -99,6 +100,19 @@ public static class Program
             }, ct));
             return command;
         }
+
+        private Command WhoAmICommand()
+        {
+            var command = new Command("whoami", "Show the user and device this terminal is signed in as (refreshing the saved tokens when they expired).");
+            command.SetAction((parsed, ct) => GuardAsync(() => WhoAmI.RunAsync(new ServerClient(http, SignedInServerOf(parsed)), environment, output, ct), ct));
+            return command;
+        }
+
+        /// <summary>--server, else $QRORLEANS_SERVER, else the server of the latest login, else the default.</summary>
+        private Uri SignedInServerOf(ParseResult parsed) =>
+            parsed.GetValue(_server) is { Length: > 0 } || environment.Variables(CliEnvironment.ServerVariable) is { Length: > 0 }
+                ? ServerOf(parsed)
+                : CredentialsFile.Current(environment.ConfigDirectory) is { } current ? ServerClient.ParseServer(current) : ServerOf(parsed);
 
         private Command Accounts()
         {

@@ -1,10 +1,29 @@
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using System.Text.Json;
+using QrOrleans.Cli.Login;
 
 namespace QrOrleans.Cli.Hosting;
 
 public sealed record ServerReply(int Status, JsonElement Body);
+
+/// <summary>
+/// What a call sends to say who it is: a bearer token, or a key-bound token (<c>Authorization: DPoP</c> with a proof
+/// carrying <c>ath</c>), or a bearer token plus a proof of the key (a keyed sign-in's claim), or a proof alone (a
+/// bound device's refresh).
+/// </summary>
+public sealed record Caller(string? Token, DpopKey? Key, bool TokenIsBound)
+{
+    public static Caller Bearer(string token) => new(token, null, false);
+
+    public static Caller BearerWithProof(string token, DpopKey key) => new(token, key, false);
+
+    public static Caller Bound(string accessToken, DpopKey key) => new(accessToken, key, true);
+
+    public static Caller ProofOnly(DpopKey key) => new(null, key, false);
+
+    public override string ToString() => "Caller { token = *** }";
+}
 
 /// <summary>
 /// The CLI's calls to one QrOrleans server. Every refusal becomes a <see cref="ServerProblem"/> carrying the server's
@@ -38,25 +57,29 @@ public sealed class ServerClient(HttpClient http, Uri server, string? apiKey = n
         return uri.AbsolutePath.EndsWith('/') ? uri : new UriBuilder(uri) { Path = uri.AbsolutePath + "/" }.Uri;
     }
 
-    public Task<ServerReply> GetAsync(string path, CancellationToken ct, string? bearer = null, TimeSpan? timeout = null) =>
-        SendAsync(HttpMethod.Get, path, null, ct, bearer, timeout);
+    public Task<ServerReply> GetAsync(string path, CancellationToken ct, Caller? caller = null, TimeSpan? timeout = null) =>
+        SendAsync(HttpMethod.Get, path, null, ct, caller, timeout);
 
-    public Task<ServerReply> PostAsync(string path, object? body, CancellationToken ct, string? bearer = null) =>
-        SendAsync(HttpMethod.Post, path, body, ct, bearer);
+    public Task<ServerReply> PostAsync(string path, object? body, CancellationToken ct, Caller? caller = null) =>
+        SendAsync(HttpMethod.Post, path, body, ct, caller);
 
     public Task<ServerReply> DeleteAsync(string path, CancellationToken ct) => SendAsync(HttpMethod.Delete, path, null, ct);
 
     public async Task<ServerReply> SendAsync(
-        HttpMethod method, string path, object? body, CancellationToken ct, string? bearer = null, TimeSpan? timeout = null)
+        HttpMethod method, string path, object? body, CancellationToken ct, Caller? caller = null, TimeSpan? timeout = null)
     {
         using var request = new HttpRequestMessage(method, new Uri(server, path));
         if (body is not null)
         {
             request.Content = JsonContent.Create(body, options: Json);
         }
-        if (bearer is not null)
+        if (caller?.Token is { } token)
         {
-            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", bearer);
+            request.Headers.Authorization = new AuthenticationHeaderValue(caller.TokenIsBound ? "DPoP" : "Bearer", token);
+        }
+        if (caller?.Key is { } key)
+        {
+            request.Headers.Add("DPoP", key.Proof(method, request.RequestUri!, caller.TokenIsBound ? caller.Token : null));
         }
         if (apiKey is not null)
         {

@@ -11,7 +11,9 @@ public sealed record LoginOptions(string ClientName, bool Invert, bool DrawQr);
 /// <c>qrorleans login</c>: this terminal signs in as a new device of a user, headless, by the QR ceremony of the
 /// desktop side of API.md. It starts a session (kind <c>cli</c>), draws the QR, follows the session by long-polling
 /// (a redrawn code on every rotation, the number to pick once scanned), claims the tokens once the phone approves, and
-/// saves them to the credentials file. Ctrl+C cancels the session on the server before leaving.
+/// saves them to the credentials file. The session is created with the public key of a new P-256 key, the claim
+/// carries a proof of it, and the tokens are bound to it: its private half is saved (0600) beside the credentials,
+/// and the saved tokens are of no use without it. Ctrl+C cancels the session on the server before leaving.
 /// </summary>
 public sealed class LoginFlow(ServerClient api, CliEnvironment environment, TextWriter output, LoginOptions options)
 {
@@ -21,10 +23,14 @@ public sealed class LoginFlow(ServerClient api, CliEnvironment environment, Text
 
     public async Task<int> RunAsync(CancellationToken ct)
     {
-        var created = (await api.PostAsync("v1/qr/sessions", new { client = new { name = options.ClientName, kind = "cli" } }, ct)).Body;
+        // The new device's key: the session is created with its public half, so only this terminal can claim it,
+        // and the tokens it yields are bound to it (API.md "Key binding").
+        using var key = DpopKey.Create();
+        var created = (await api.PostAsync("v1/qr/sessions",
+            new { client = new { name = options.ClientName, kind = "cli" }, key = key.PublicJwk }, ct)).Body;
         var sessionId = ServerClient.String(created, "sessionId") ?? throw NotQrOrleans();
         var desktopToken = ServerClient.String(created, "desktopToken") ?? throw NotQrOrleans();
-        var session = new Session(sessionId, desktopToken);
+        var session = new Session(sessionId, desktopToken, key);
         try
         {
             return await FollowAsync(session, created, ct);
@@ -83,7 +89,7 @@ public sealed class LoginFlow(ServerClient api, CliEnvironment environment, Text
     {
         var seconds = (int)Math.Clamp(Math.Ceiling((sessionExpiresAt - DateTimeOffset.UtcNow).TotalSeconds) + 1, 1, MaxLongPollSeconds);
         var path = string.Create(CultureInfo.InvariantCulture, $"v1/qr/sessions/{Uri.EscapeDataString(session.Id)}?waitForVersion={known}&timeout={seconds}");
-        var poll = api.GetAsync(path, ct, session.DesktopToken, TimeSpan.FromSeconds(seconds) + ServerClient.RequestTimeout);
+        var poll = api.GetAsync(path, ct, Caller.Bearer(session.DesktopToken), TimeSpan.FromSeconds(seconds) + ServerClient.RequestTimeout);
         var qrExpiresAt = JsonFields.Instant(JsonFields.Child(current, "qr"), "expiresAt");
         while (!poll.IsCompleted)
         {
@@ -136,14 +142,18 @@ public sealed class LoginFlow(ServerClient api, CliEnvironment environment, Text
 
     private async Task<int> ClaimAsync(Session session, CancellationToken ct)
     {
-        var claim = (await api.PostAsync($"v1/qr/sessions/{Uri.EscapeDataString(session.Id)}/claim", null, ct, session.DesktopToken)).Body;
+        var claim = (await api.PostAsync($"v1/qr/sessions/{Uri.EscapeDataString(session.Id)}/claim", null, ct,
+            Caller.BearerWithProof(session.DesktopToken, session.Key))).Body;
         var accessToken = ServerClient.String(claim, "accessToken") ?? throw NotQrOrleans();
         var refreshToken = ServerClient.String(claim, "refreshToken") ?? throw NotQrOrleans();
         var device = JsonFields.Child(claim, "device");
         var expiresIn = claim.TryGetProperty("expiresIn", out var s) && s.TryGetInt32(out var secs) ? secs : 0;
+        // A server without key binding ignores the key and hands out plain bearer tokens: then there is no key to keep.
+        var bound = string.Equals(ServerClient.String(claim, "tokenType"), "DPoP", StringComparison.OrdinalIgnoreCase);
+        var caller = bound ? Caller.Bound(accessToken, session.Key) : Caller.Bearer(accessToken);
 
         // Who am I: asked with the new access token, which proves the tokens work before they are saved.
-        var me = (await api.GetAsync("v1/me", ct, accessToken)).Body;
+        var me = (await api.GetAsync("v1/me", ct, caller)).Body;
         var login = new SavedLogin(
             api.Server.ToString(),
             ServerClient.String(me, "id") ?? throw NotQrOrleans(),
@@ -154,12 +164,14 @@ public sealed class LoginFlow(ServerClient api, CliEnvironment environment, Text
             refreshToken,
             accessToken,
             DateTimeOffset.UtcNow.AddSeconds(expiresIn),
-            DateTimeOffset.UtcNow);
+            DateTimeOffset.UtcNow,
+            bound ? CredentialsFile.SaveKey(environment.ConfigDirectory, session.Key) : null);
         CredentialsFile.Save(environment.ConfigDirectory, login);
 
         output.WriteLine($"Signed in as {login.DisplayName} (@{login.Username}, user {login.UserId}) on {login.Server}");
         output.WriteLine($"This device: {login.DeviceName} ({login.DeviceId})");
-        output.WriteLine($"Credentials saved to {Path.Combine(environment.ConfigDirectory, CredentialsFile.FileName)}");
+        output.WriteLine($"Credentials saved to {Path.Combine(environment.ConfigDirectory, CredentialsFile.FileName)}"
+            + (bound ? $", bound to the key in {login.KeyFile} beside it" : ""));
         return ExitCodes.Ok;
     }
 
@@ -168,7 +180,7 @@ public sealed class LoginFlow(ServerClient api, CliEnvironment environment, Text
         try
         {
             using var bounded = new CancellationTokenSource(TimeSpan.FromSeconds(5));
-            await api.PostAsync($"v1/qr/sessions/{Uri.EscapeDataString(session.Id)}/cancel", null, bounded.Token, session.DesktopToken);
+            await api.PostAsync($"v1/qr/sessions/{Uri.EscapeDataString(session.Id)}/cancel", null, bounded.Token, Caller.Bearer(session.DesktopToken));
         }
         catch (Exception e) when (e is CliFailure or OperationCanceledException)
         {
@@ -187,8 +199,8 @@ public sealed class LoginFlow(ServerClient api, CliEnvironment environment, Text
 
     private ServerUnavailable NotQrOrleans() => new($"{api.Server} did not answer like a QrOrleans server.");
 
-    private sealed record Session(string Id, string DesktopToken)
+    private sealed record Session(string Id, string DesktopToken, DpopKey Key)
     {
-        public override string ToString() => $"Session {{ Id = {Id}, DesktopToken = *** }}";
+        public override string ToString() => $"Session {{ Id = {Id}, DesktopToken = ***, Key = *** }}";
     }
 }

@@ -1,4 +1,6 @@
+using System.Text.Json;
 using System.Text.RegularExpressions;
+using Microsoft.IdentityModel.Tokens;
 using Microsoft.Playwright;
 using QrOrleans.Tests.Infrastructure;
 using Xunit;
@@ -65,10 +67,10 @@ public sealed class DesktopPageTests(BrowserFixture fixture) : IClassFixture<Bro
         Assert.Contains(desktop.Responses, r => new Uri(r.Url).AbsolutePath == "/lib/signalr/signalr.min.js" && r.Status == 200);
         Assert.Matches(@"^\d+\.\d+\.\d+", await desktop.Page.EvaluateAsync<string>("() => signalR.VERSION"));
 
-        // The page holds a working refresh token for the new device.
+        // The page keeps the new device's refresh token for its next visit, bound to the page's key: alone it is refused.
         var stored = await desktop.StoredRefreshTokenAsync();
         Assert.NotNull(stored);
-        (await api.SendAsync(HttpMethod.Post, "/v1/auth/refresh", new { refreshToken = stored })).EnsureStatus(200);
+        Assert.Equal(401, (await api.SendAsync(HttpMethod.Post, "/v1/auth/refresh", new { refreshToken = stored })).Status);
         desktop.AssertNoScriptErrors();
     }
 
@@ -118,23 +120,93 @@ public sealed class DesktopPageTests(BrowserFixture fixture) : IClassFixture<Bro
         await Expect(phone.Locator("#devices li")).ToHaveCountAsync(2);
         await Expect(phone.Locator("#devices li", new() { HasText = "(this phone)" })).ToHaveCountAsync(1);
 
-        var stored = await desktop.StoredRefreshTokenAsync();
-        var rotated = (await api.SendAsync(HttpMethod.Post, "/v1/auth/refresh", new { refreshToken = stored })).EnsureStatus(200)
-            .Body.GetProperty("refreshToken").GetString();
+        // A reload keeps the desktop signed in as that same device: no new code, no second device on the phone.
+        await desktop.Page.ReloadAsync();
+        await desktop.WaitForStateAsync("signed-in");
+        Assert.Equal(deviceId, await desktop.Main.GetAttributeAsync("data-device-id"));
+        await phone.ReloadAsync();
+        await Expect(phone.Locator("main#phone")).ToHaveAttributeAsync("data-state", "home");
+        await Expect(phone.Locator("#devices li")).ToHaveCountAsync(2);
 
         await linked.GetByRole(AriaRole.Button, new() { Name = "Sign out" }).ClickAsync();
 
         await Expect(linked).ToHaveCountAsync(0);
         await Expect(phone.Locator("#devices li")).ToHaveCountAsync(1);
         await Expect(phone.Locator("#phone-error")).ToHaveTextAsync("");
-        foreach (var token in new[] { rotated, stored })
-        {
-            var refused = await api.SendAsync(HttpMethod.Post, "/v1/auth/refresh", new { refreshToken = token });
-            Assert.Equal(401, refused.Status);
-            Assert.Equal("application/problem+json", refused.ContentType);
-        }
+
+        // The desktop learns it at its next visit: its refresh is refused, so it forgets the sign-in and shows a new code.
+        await desktop.Page.ReloadAsync();
+        await desktop.WaitForPendingQrAsync();
+        Assert.Null(await desktop.StoredSignInAsync());
         desktop.AssertNoScriptErrors();
     }
+
+    [Fact]
+    public async Task The_page_signs_in_with_a_key_it_cannot_export_stays_signed_in_across_reloads_and_signs_out_by_revoking()
+    {
+        var api = new ApiClient(Node.Http);
+        var username = NewUsername();
+        var phone = await api.NewPhoneAsync(username);
+        await using var context = await fixture.NewContextAsync(Node);
+        var desktop = await DesktopPage.OpenAsync(context);
+        var sessionId = await desktop.SessionIdAsync();
+        (await api.ScanAsync(phone.AccessToken, await desktop.QrUrlAsync())).EnsureStatus(200);
+        var number = await desktop.NumberMatchAsync();
+
+        var claim = await desktop.Page.RunAndWaitForResponseAsync(
+            async () => (await api.ApproveAsync(phone.AccessToken, sessionId, number)).EnsureStatus(200),
+            r => new Uri(r.Url).AbsolutePath == $"/v1/qr/sessions/{sessionId}/claim");
+        await desktop.WaitForStateAsync("signed-in");
+
+        // The session was keyed: the page sent a public JWK at create, the claim answered key-bound tokens, and the
+        // access token names that key's RFC 7638 thumbprint.
+        Assert.Equal(200, claim.Status);
+        var claimed = (await claim.JsonAsync())!.Value;
+        Assert.Equal("DPoP", claimed.GetProperty("tokenType").GetString());
+        var created = JsonDocument.Parse(desktop.Requests.Single(r => r.Method == "POST" && new Uri(r.Url).AbsolutePath == "/v1/qr/sessions").Body!).RootElement;
+        var key = created.GetProperty("key");
+        Assert.Equal(["crv", "kty", "x", "y"], key.EnumerateObject().Select(p => p.Name).Order(StringComparer.Ordinal));
+        var jwk = new JsonWebKey { Kty = "EC", Crv = "P-256", X = key.GetProperty("x").GetString(), Y = key.GetProperty("y").GetString() };
+        Assert.Equal(Base64UrlEncoder.Encode(jwk.ComputeJwkThumbprint()),
+            JwtPayload(claimed.GetProperty("accessToken").GetString()!).GetProperty("cnf").GetProperty("jkt").GetString());
+
+        // What the page keeps: a private key no script can read out, and the device's refresh token.
+        var stored = (await desktop.StoredSignInAsync())!.Value;
+        Assert.False(stored.GetProperty("extractable").GetBoolean());
+        Assert.Equal("P-256", stored.GetProperty("curve").GetString());
+        var deviceId = stored.GetProperty("deviceId").GetString()!;
+        Assert.Equal(claimed.GetProperty("device").GetProperty("id").GetString(), deviceId);
+
+        // Reloads keep it signed in as the same device, each one renewing its tokens with a proof of the key:
+        // no new code, and the phone's user has that one device besides the phone.
+        for (var reload = 1; reload <= 2; reload++)
+        {
+            await desktop.Page.ReloadAsync();
+            await desktop.WaitForStateAsync("signed-in");
+            await Expect(desktop.Page.Locator("#view-signed-in")).ToBeVisibleAsync();
+            await Expect(desktop.Page.Locator("#user-name")).ToHaveTextAsync("User " + username);
+            await Expect(desktop.Page.Locator("#view-pending")).ToBeHiddenAsync();
+            Assert.Equal(deviceId, await desktop.Main.GetAttributeAsync("data-device-id"));
+            Assert.NotEqual(stored.GetProperty("refreshToken").GetString(), await desktop.StoredRefreshTokenAsync());
+            stored = (await desktop.StoredSignInAsync())!.Value;
+        }
+        Assert.Equal(1, desktop.SessionsCreated);
+        var devices = (await api.SendAsync(HttpMethod.Get, "/v1/devices", null, phone.AccessToken)).EnsureStatus(200).Body.EnumerateArray()
+            .Where(d => d.GetProperty("id").GetString() != phone.DeviceId && !d.GetProperty("revoked").GetBoolean()).ToList();
+        Assert.Equal([deviceId], devices.Select(d => d.GetProperty("id").GetString()));
+
+        // "Sign out" revokes the device with its own bound token and forgets the key; a new code follows.
+        await desktop.Page.GetByRole(AriaRole.Button, new() { Name = "Sign out" }).ClickAsync();
+        await desktop.WaitForPendingQrAsync();
+        Assert.Null(await desktop.StoredSignInAsync());
+        Assert.True((await api.SendAsync(HttpMethod.Get, "/v1/devices", null, phone.AccessToken)).EnsureStatus(200).Body.EnumerateArray()
+            .Single(d => d.GetProperty("id").GetString() == deviceId).GetProperty("revoked").GetBoolean());
+        Assert.Equal(2, desktop.SessionsCreated);
+        desktop.AssertNoScriptErrors();
+    }
+
+    private static JsonElement JwtPayload(string token) =>
+        JsonDocument.Parse(System.Buffers.Text.Base64Url.DecodeFromChars(token.Split('.')[1])).RootElement;
 
     [Fact]
     public async Task Picking_the_wrong_number_rejects_on_both_screens_and_the_desktop_can_show_a_new_code()

@@ -23,6 +23,9 @@ public sealed partial class DesktopPage
 
     public List<(string Url, int Status)> Responses { get; } = [];
 
+    /// <summary>Every request the page sent, with its body (the session creation carries the page's public key).</summary>
+    public List<(string Method, string Url, string? Body)> Requests { get; } = [];
+
     public ILocator Main => Page.Locator("main#desktop");
 
     public ILocator Qr => Page.Locator("#qr");
@@ -35,6 +38,7 @@ public sealed partial class DesktopPage
         page.PageError += (_, e) => desktop.ScriptErrors.Add(e);
         page.WebSocket += (_, ws) => desktop.WebSocketUrls.Add(ws.Url);
         page.Response += (_, r) => desktop.Responses.Add((r.Url, r.Status));
+        page.Request += (_, r) => desktop.Requests.Add((r.Method, r.Url, r.PostData));
         page.FrameNavigated += (_, f) =>
         {
             if (f == page.MainFrame)
@@ -101,11 +105,33 @@ public sealed partial class DesktopPage
 
     public void AssertNoScriptErrors() => Assert.True(ScriptErrors.Count == 0, "Script errors: " + string.Join("\n", ScriptErrors));
 
-    public async Task<string?> StoredRefreshTokenAsync() =>
-        await Page.EvaluateAsync<string?>("() => { const s = sessionStorage.getItem('qrorleans.desktop'); return s ? JSON.parse(s).refreshToken : null; }");
+    /// <summary>
+    /// The sign-in the page keeps in IndexedDB for its next visit, as
+    /// <c>{ refreshToken, deviceId, extractable, curve, usages }</c> (the last three of its private key), or null.
+    /// </summary>
+    public async Task<System.Text.Json.JsonElement?> StoredSignInAsync() =>
+        await Page.EvaluateAsync<System.Text.Json.JsonElement?>("""
+            () => new Promise((resolve, reject) => {
+              const open = indexedDB.open('qrorleans', 1);
+              open.onupgradeneeded = () => open.result.createObjectStore('desktop');
+              open.onerror = () => reject(open.error);
+              open.onsuccess = () => {
+                const db = open.result, read = db.transaction('desktop').objectStore('desktop').get('sign-in');
+                read.onsuccess = () => {
+                  db.close();
+                  const s = read.result, k = s && s.keyPair.privateKey;
+                  resolve(s ? { refreshToken: s.refreshToken, deviceId: s.device.id, extractable: k.extractable, curve: k.algorithm.namedCurve, usages: k.usages } : null);
+                };
+              };
+            })
+            """);
 
-    public async Task<string?> StoredDeviceIdAsync() =>
-        await Page.EvaluateAsync<string?>("() => { const s = sessionStorage.getItem('qrorleans.desktop'); return s ? JSON.parse(s).device.id : null; }");
+    public async Task<string?> StoredRefreshTokenAsync() => (await StoredSignInAsync())?.GetProperty("refreshToken").GetString();
+
+    public async Task<string?> StoredDeviceIdAsync() => (await StoredSignInAsync())?.GetProperty("deviceId").GetString();
+
+    /// <summary>How many sign-in sessions the page has created (each one a new QR).</summary>
+    public int SessionsCreated => Requests.Count(r => r.Method == "POST" && new Uri(r.Url).AbsolutePath == "/v1/qr/sessions");
 
     [GeneratedRegex(@"^\s*\d{1,4}\s*$")]
     private static partial Regex NumberRegex();

@@ -1,4 +1,5 @@
 using System.Net;
+using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Json;
 using System.Text.RegularExpressions;
@@ -55,20 +56,116 @@ public sealed partial class CliTests(CliNodeFixture fixture) : IClassFixture<Cli
         var file = Path.Combine(directory, "credentials.json");
         Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(file));
         Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute, File.GetUnixFileMode(directory));
-        Assert.Single(Directory.GetFiles(directory)); // no temporary file left behind
 
         var saved = JsonDocument.Parse(await File.ReadAllTextAsync(file)).RootElement;
         Assert.Equal(Server, saved.GetProperty("current").GetString());
         var login = saved.GetProperty("servers").GetProperty(Server);
         Assert.Equal(phone.UserId, login.GetProperty("userId").GetString());
         Assert.DoesNotContain(login.GetProperty("refreshToken").GetString()!, run.Output.Text, StringComparison.Ordinal);
+        // The credentials and the key they are bound to, and no temporary file left behind.
+        Assert.Equal(["credentials.json", login.GetProperty("keyFile").GetString()], Directory.GetFiles(directory).Select(Path.GetFileName).Order(StringComparer.Ordinal));
 
-        // The saved refresh token works: it signs in as the new device of the phone's user.
-        var refreshed = (await Api.SendAsync(HttpMethod.Post, "/v1/auth/refresh", new { refreshToken = login.GetProperty("refreshToken").GetString() })).EnsureStatus(200);
-        Assert.Equal(phone.UserId, refreshed.Body.GetProperty("user").GetProperty("id").GetString());
-        Assert.Equal(login.GetProperty("deviceId").GetString(), refreshed.Body.GetProperty("device").GetProperty("id").GetString());
-        Assert.Equal("cli", refreshed.Body.GetProperty("device").GetProperty("kind").GetString());
+        // The saved tokens work for this terminal: a follow-up command signs in as the new device of the phone's user.
+        var whoami = await CliRun.RunAsync(["whoami"], Environment());
+        Assert.Equal((0, ""), (whoami.ExitCode, whoami.Error));
+        Assert.Contains($"user {phone.UserId}) on {Server}", whoami.Output, StringComparison.Ordinal);
+        Assert.Contains($"This device: Ops laptop ({login.GetProperty("deviceId").GetString()})", whoami.Output, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public async Task Login_binds_the_device_to_a_key_kept_0600_and_the_saved_tokens_are_refused_without_it()
+    {
+        // A permissive umask, and a config folder someone else made wide open: the CLI still keeps both private.
+        var directory = Path.Combine(_home, "qrorleans");
+        Directory.CreateDirectory(directory);
+        File.SetUnixFileMode(directory, (UnixFileMode)0b111_111_111);
+        var previousMask = Umask(0);
+        int exitCode;
+        try
+        {
+            exitCode = await LoginAsync(Server, Api);
+        }
+        finally
+        {
+            Umask(previousMask);
+        }
+        Assert.Equal(0, exitCode);
+
+        var file = Path.Combine(directory, "credentials.json");
+        var login = JsonDocument.Parse(await File.ReadAllTextAsync(file)).RootElement.GetProperty("servers").GetProperty(Server);
+        var keyFile = Path.Combine(directory, login.GetProperty("keyFile").GetString()!);
+        foreach (var privateFile in new[] { file, keyFile })
+        {
+            Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(privateFile));
+        }
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute, File.GetUnixFileMode(directory));
+
+        // The tokens are bound to that key: the access token names its thumbprint (RFC 7638).
+        var accessToken = login.GetProperty("accessToken").GetString()!;
+        using (var key = System.Security.Cryptography.ECDsa.Create())
+        {
+            key.ImportFromPem(await File.ReadAllTextAsync(keyFile));
+            var jwk = Microsoft.IdentityModel.Tokens.JsonWebKeyConverter.ConvertFromECDsaSecurityKey(new Microsoft.IdentityModel.Tokens.ECDsaSecurityKey(key));
+            Assert.Equal(Microsoft.IdentityModel.Tokens.Base64UrlEncoder.Encode(jwk.ComputeJwkThumbprint()),
+                JwtPayload(accessToken).GetProperty("cnf").GetProperty("jkt").GetString());
+        }
+
+        // A follow-up command, once its access token has expired: it refreshes with a proof of the key, saves the
+        // rotated tokens, and works.
+        var refreshToken = login.GetProperty("refreshToken").GetString()!;
+        await File.WriteAllTextAsync(file, (await File.ReadAllTextAsync(file)).Replace(
+            login.GetProperty("accessTokenExpiresAt").GetRawText(), "\"2000-01-01T00:00:00+00:00\"", StringComparison.Ordinal));
+        var whoami = await CliRun.RunAsync(["whoami", "--server", Server], Environment());
+        Assert.Equal((0, ""), (whoami.ExitCode, whoami.Error));
+        Assert.Contains("tokens bound to the key in key-", whoami.Output, StringComparison.Ordinal);
+        var rotated = JsonDocument.Parse(await File.ReadAllTextAsync(file)).RootElement.GetProperty("servers").GetProperty(Server);
+        Assert.NotEqual(refreshToken, rotated.GetProperty("refreshToken").GetString());
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(file));
+
+        // Whoever copies the tokens without the key gets nothing: as a bearer token, as a DPoP token with no proof,
+        // or as a refresh token with no proof.
+        var current = rotated.GetProperty("accessToken").GetString()!;
+        Assert.Equal(401, await StatusAsync(HttpMethod.Get, "/v1/me", ("Bearer", current), null));
+        Assert.Equal(401, await StatusAsync(HttpMethod.Get, "/v1/me", ("DPoP", current), null));
+        Assert.Equal(401, await StatusAsync(HttpMethod.Post, "/v1/auth/refresh", null, new { refreshToken = rotated.GetProperty("refreshToken").GetString() }));
+
+        // And the CLI without its key says so instead of sending tokens that cannot work.
+        File.Delete(keyFile);
+        var keyless = await CliRun.RunAsync(["whoami"], Environment());
+        Assert.Equal(2, keyless.ExitCode);
+        Assert.Contains("is missing or unreadable", keyless.Error, StringComparison.Ordinal);
+    }
+
+    private async Task<int> LoginAsync(string server, ApiClient api)
+    {
+        var phone = await api.NewPhoneAsync();
+        var run = CliRun.Start(["login", server, "--no-qr"], Environment());
+        var scan = (await api.ScanAsync(phone.AccessToken, (await run.Output.WaitForAsync(QrUrl())).Value)).EnsureStatus(200);
+        var number = (await run.Output.WaitForAsync(PickNumber())).Groups[1].Value;
+        (await api.ApproveAsync(phone.AccessToken, scan.Body.GetProperty("sessionId").GetString()!, number)).EnsureStatus(200);
+        return await run.Completion;
+    }
+
+    private async Task<int> StatusAsync(HttpMethod method, string path, (string Scheme, string Token)? authorization, object? body)
+    {
+        using var request = new HttpRequestMessage(method, path);
+        if (authorization is { } a)
+        {
+            request.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue(a.Scheme, a.Token);
+        }
+        if (body is not null)
+        {
+            request.Content = System.Net.Http.Json.JsonContent.Create(body);
+        }
+        using var response = await fixture.Node.Http.SendAsync(request);
+        return (int)response.StatusCode;
+    }
+
+    private static JsonElement JwtPayload(string token) =>
+        JsonDocument.Parse(System.Buffers.Text.Base64Url.DecodeFromChars(token.Split('.')[1])).RootElement;
+
+    [DllImport("libc", EntryPoint = "umask")]
+    private static extern uint Umask(uint mask);
 
     [Theory]
     [InlineData(false)] // light text on a dark terminal: the characters draw the light modules

@@ -6,10 +6,12 @@ namespace QrOrleans.Grains.Connectors.QrOrleansServer;
 
 /// <summary>
 /// What <see cref="PairingCode.Handle"/> carries for this platform: the server, the sign-in session and its desktop
-/// token, and the version and QR rotation the code was issued at. Encoded as <c>qro1.&lt;base64url JSON&gt;</c>.
-/// The desktop token is a bearer secret: the handle must never be logged (<see cref="ToString"/> hides it).
+/// token, the version and QR rotation the code was issued at, and the private key the session was created with
+/// (<see cref="DpopKey.Export"/>; the claim must prove it). Encoded as <c>qro1.&lt;base64url JSON&gt;</c>.
+/// The desktop token and the key are secrets: the handle must never be logged (<see cref="ToString"/> hides them).
 /// </summary>
-internal sealed record PairingHandle(string Server, string SessionId, string DesktopToken, long Version, int Rotation, DateTimeOffset ExpiresAt)
+internal sealed record PairingHandle(
+    string Server, string SessionId, string DesktopToken, long Version, int Rotation, DateTimeOffset ExpiresAt, string? Key = null)
 {
     private const string Prefix = "qro1.";
 
@@ -40,5 +42,5 @@ internal sealed record PairingHandle(string Server, string SessionId, string Des
         }
     }
 
-    public override string ToString() => $"PairingHandle {{ Server = {Server}, SessionId = {SessionId}, DesktopToken = *** }}";
+    public override string ToString() => $"PairingHandle {{ Server = {Server}, SessionId = {SessionId}, DesktopToken = ***, Key = *** }}";
 }

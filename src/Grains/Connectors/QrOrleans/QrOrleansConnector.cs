@@ -18,9 +18,13 @@ namespace QrOrleans.Grains.Connectors.QrOrleansServer;
 /// poll answers <see cref="PairingProgress.Expired"/> and cancels the session; the host then starts its next cycle
 /// with a fresh session. The host's cycle count is therefore the number of codes the owner was ever shown, and the
 /// server's own rotations are never used.</item>
-/// <item><b>Credentials</b> are <see cref="QrOrleansCredentials"/> as JSON: server URL, device id, user id and the
-/// device's refresh token. The refresh token rotates on every use; every <see cref="CheckHealthAsync"/> returns the
-/// rotated value, which the caller must store in place of the old one (replaying an old one revokes the device).</item>
+/// <item><b>Credentials</b> are <see cref="QrOrleansCredentials"/> as JSON: server URL, device id, user id, the
+/// device's refresh token and the private key it is bound to. The refresh token rotates on every use; every
+/// <see cref="CheckHealthAsync"/> returns the rotated value, which the caller must store in place of the old one
+/// (replaying an old one revokes the device).</item>
+/// <item><b>Key binding</b> (API.md, RFC 9449 DPoP): each ceremony makes a P-256 key, sends its public JWK with the
+/// session, and proves it at the claim; the device's tokens are then bound to it, and every refresh and revoke
+/// carries a proof. The key rides in the pairing handle until the claim, then in the (sealed) credentials.</item>
 /// <item><b>A rejection</b> on the phone (an explicit "no", or a wrong number pick, which may be a phishing attempt)
 /// ends the ceremony with <see cref="ErrorClass.Auth"/> <c>pairing_rejected</c> instead of pushing more codes to an
 /// owner who just refused one. Expired and cancelled sessions are <see cref="PairingProgress.Expired"/>.</item>
@@ -28,7 +32,8 @@ namespace QrOrleans.Grains.Connectors.QrOrleansServer;
 /// credentials are present and acknowledges without any call.</item>
 /// </list>
 /// The HttpClient's own <c>Timeout</c> must be longer than a long-poll (35 s or <c>Infinite</c>); every call is
-/// bounded here anyway. Nothing is logged: handles carry the desktop token and credentials the refresh token.
+/// bounded here anyway. Nothing is logged: handles carry the desktop token and credentials the refresh token, and
+/// both carry the private key.
 /// </summary>
 public sealed class QrOrleansConnector : IPlatformConnector
 {
@@ -61,8 +66,10 @@ public sealed class QrOrleansConnector : IPlatformConnector
     {
         var server = ServerUrls.Configured(context, _defaultServer());
         ForgetFinishedSessions();
+        // A key per ceremony: the session is created with its public half, so only this connector can claim it.
+        using var key = DpopKey.Create();
         var reply = await _http.SendAsync(HttpMethod.Post, server, "v1/qr/sessions",
-            new { client = new { name = ClientName(context), kind = "agent" } }, null, _options.RequestTimeout, ct).ConfigureAwait(false);
+            new { client = new { name = ClientName(context), kind = "agent" }, key = key.PublicJwk }, null, _options.RequestTimeout, ct).ConfigureAwait(false);
         if (reply.Status != HttpStatusCode.Created)
         {
             throw QrOrleansHttp.Unexpected(reply, "start a sign-in session");
@@ -76,7 +83,7 @@ public sealed class QrOrleansConnector : IPlatformConnector
         {
             throw QrOrleansHttp.Malformed("a new sign-in session");
         }
-        var handle = new PairingHandle(server.ToString(), sessionId, desktopToken, version, rotation, expiresAt);
+        var handle = new PairingHandle(server.ToString(), sessionId, desktopToken, version, rotation, expiresAt, key.Export());
         _reported[sessionId] = new Reported(version, expiresAt);
         return new PairingCode(url, qrExpiresAt, handle.Encode());
     }
@@ -95,7 +102,7 @@ public sealed class QrOrleansConnector : IPlatformConnector
             var seconds = (int)Math.Ceiling(Math.Clamp(remaining.TotalSeconds, 0, _options.MaxLongPoll.TotalSeconds));
             var path = $"v1/qr/sessions/{Uri.EscapeDataString(handle.SessionId)}"
                        + (seconds > 0 ? string.Create(CultureInfo.InvariantCulture, $"?waitForVersion={known}&timeout={seconds}") : "");
-            var reply = await _http.SendAsync(HttpMethod.Get, handle.ServerUri, path, null, handle.DesktopToken,
+            var reply = await _http.SendAsync(HttpMethod.Get, handle.ServerUri, path, null, Caller.Bearer(handle.DesktopToken),
                 TimeSpan.FromSeconds(seconds) + _options.RequestTimeout, ct).ConfigureAwait(false);
             if (reply.Status == HttpStatusCode.Unauthorized)
             {
@@ -126,7 +133,8 @@ public sealed class QrOrleansConnector : IPlatformConnector
     public async Task<HealthResult> CheckHealthAsync(ConnectorContext context, string credentials, CancellationToken ct)
     {
         var stored = QrOrleansCredentials.Parse(credentials);
-        var (rotated, _) = await RefreshAsync(stored, ct).ConfigureAwait(false);
+        using var key = stored.OpenKey();
+        var (rotated, _) = await RefreshAsync(stored, key, ct).ConfigureAwait(false);
         return new HealthResult(rotated.ToJson());
     }
 
@@ -141,27 +149,29 @@ public sealed class QrOrleansConnector : IPlatformConnector
     public async Task LogoutAsync(ConnectorContext context, string credentials, CancellationToken ct)
     {
         var stored = QrOrleansCredentials.Parse(credentials);
+        using var key = stored.OpenKey();
         string accessToken;
         try
         {
-            (_, accessToken) = await RefreshAsync(stored, ct).ConfigureAwait(false);
+            (_, accessToken) = await RefreshAsync(stored, key, ct).ConfigureAwait(false);
         }
         catch (PlatformException e) when (e.Class == ErrorClass.Auth)
         {
             return; // already revoked or signed out: nothing left to end
         }
         var reply = await _http.SendAsync(HttpMethod.Delete, stored.Server, "v1/devices/" + Uri.EscapeDataString(stored.DeviceId),
-            null, accessToken, _options.RequestTimeout, ct).ConfigureAwait(false);
+            null, Caller.Access(accessToken, key), _options.RequestTimeout, ct).ConfigureAwait(false);
         if (!reply.IsSuccess && reply.Status is not (HttpStatusCode.NotFound or HttpStatusCode.Unauthorized))
         {
             throw QrOrleansHttp.Unexpected(reply, "revoke the device");
         }
     }
 
-    private async Task<(QrOrleansCredentials Rotated, string AccessToken)> RefreshAsync(QrOrleansCredentials stored, CancellationToken ct)
+    /// <param name="key">The key the device is bound to: the refresh carries a proof of it (null: an unbound device).</param>
+    private async Task<(QrOrleansCredentials Rotated, string AccessToken)> RefreshAsync(QrOrleansCredentials stored, DpopKey? key, CancellationToken ct)
     {
         var reply = await _http.SendAsync(HttpMethod.Post, stored.Server, "v1/auth/refresh", new { refreshToken = stored.RefreshToken },
-            null, _options.RequestTimeout, ct).ConfigureAwait(false);
+            key is null ? null : Caller.ProofOnly(key), _options.RequestTimeout, ct).ConfigureAwait(false);
         if (reply.Status == HttpStatusCode.Unauthorized)
         {
             throw new PlatformException(ErrorClass.Auth, reply.Code ?? "invalid_refresh_token", reply.Code == "refresh_token_reused"
@@ -213,8 +223,9 @@ public sealed class QrOrleansConnector : IPlatformConnector
 
     private async Task<PairingStatus> ClaimAsync(PairingHandle handle, CancellationToken ct)
     {
+        using var key = DpopKey.TryImport(handle.Key);
         var reply = await _http.SendAsync(HttpMethod.Post, handle.ServerUri, $"v1/qr/sessions/{Uri.EscapeDataString(handle.SessionId)}/claim",
-            null, handle.DesktopToken, _options.RequestTimeout, ct).ConfigureAwait(false);
+            null, Caller.BearerWithProof(handle.DesktopToken, key), _options.RequestTimeout, ct).ConfigureAwait(false);
         if (reply.Status is HttpStatusCode.Gone or HttpStatusCode.Unauthorized)
         {
             return new PairingStatus(PairingProgress.Expired); // already claimed, or the claim window closed
@@ -229,7 +240,9 @@ public sealed class QrOrleansConnector : IPlatformConnector
             throw QrOrleansHttp.Malformed("the claim");
         }
         var userId = reply.Body.TryGetProperty("user", out var user) ? String(user, "id") : null;
-        var credentials = new QrOrleansCredentials(handle.Server, deviceId, userId, refreshToken);
+        // A server that does not bind keys ignores ours and answers plain bearer tokens: then there is no key to keep.
+        var bound = key is not null && string.Equals(reply.String("tokenType"), "DPoP", StringComparison.OrdinalIgnoreCase);
+        var credentials = new QrOrleansCredentials(handle.Server, deviceId, userId, refreshToken, bound ? handle.Key : null);
         return new PairingStatus(PairingProgress.Confirmed, Credentials: credentials.ToJson());
     }
 
@@ -238,7 +251,7 @@ public sealed class QrOrleansConnector : IPlatformConnector
         try
         {
             await _http.SendAsync(HttpMethod.Post, handle.ServerUri, $"v1/qr/sessions/{Uri.EscapeDataString(handle.SessionId)}/cancel",
-                null, handle.DesktopToken, _options.RequestTimeout, ct).ConfigureAwait(false);
+                null, Caller.Bearer(handle.DesktopToken), _options.RequestTimeout, ct).ConfigureAwait(false);
         }
         catch (PlatformException)
         {

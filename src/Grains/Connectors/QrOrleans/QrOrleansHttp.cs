@@ -18,25 +18,48 @@ internal sealed record ServerReply(HttpStatusCode Status, JsonElement Body, stri
 }
 
 /// <summary>
+/// What a call sends to say who it is: a bearer token (the desktop token), that plus a proof of the session's key (the
+/// claim), a proof alone (a bound device's refresh), or a key-bound access token (<c>Authorization: DPoP</c>, and a
+/// proof carrying <c>ath</c>).
+/// </summary>
+internal sealed record Caller(string? Token, DpopKey? Key, bool TokenIsBound)
+{
+    public static Caller Bearer(string token) => new(token, null, false);
+
+    public static Caller BearerWithProof(string token, DpopKey? key) => new(token, key, false);
+
+    public static Caller ProofOnly(DpopKey key) => new(null, key, false);
+
+    /// <summary>An access token: DPoP-bound when there is a key (a device paired before key binding has none).</summary>
+    public static Caller Access(string token, DpopKey? key) => new(token, key, key is not null);
+
+    public override string ToString() => "Caller { token = *** }";
+}
+
+/// <summary>
 /// The HTTP calls of the connector, with the error classification of ARCHITECTURE.md: 429 is rate limited,
 /// 5xx, timeouts and network failures are transient, and the caller decides what a 4xx means. No secret (desktop
-/// token, refresh or access token) ever goes into an exception message.
+/// token, refresh or access token, private key) ever goes into an exception message.
 /// </summary>
 internal sealed class QrOrleansHttp(HttpClient http, QrOrleansConnectorOptions options)
 {
     private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
 
     public async Task<ServerReply> SendAsync(
-        HttpMethod method, Uri server, string path, object? body, string? bearer, TimeSpan timeout, CancellationToken ct)
+        HttpMethod method, Uri server, string path, object? body, Caller? caller, TimeSpan timeout, CancellationToken ct)
     {
         using var request = new HttpRequestMessage(method, new Uri(server, path));
         if (body is not null)
         {
             request.Content = JsonContent.Create(body, options: Json);
         }
-        if (bearer is not null)
+        if (caller?.Token is { } token)
         {
-            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", bearer);
+            request.Headers.Authorization = new AuthenticationHeaderValue(caller.TokenIsBound ? "DPoP" : "Bearer", token);
+        }
+        if (caller?.Key is { } key)
+        {
+            request.Headers.Add("DPoP", key.Proof(method, request.RequestUri!, caller.TokenIsBound ? caller.Token : null));
         }
         request.Headers.Accept.ParseAdd("application/json");
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(ct);

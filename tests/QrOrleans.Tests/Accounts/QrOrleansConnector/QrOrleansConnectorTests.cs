@@ -132,6 +132,50 @@ public sealed class QrOrleansConnectorTests(ConnectorNodeFixture fixture) : ICla
     }
 
     [Fact]
+    public async Task The_device_is_bound_to_a_key_kept_in_its_credentials_and_its_refresh_token_is_refused_without_it()
+    {
+        var connector = NewConnector();
+        var context = Context();
+        var phone = await Api.NewPhoneAsync();
+        // What the connector sends, to check the key it created the session with.
+        var created = new List<JsonElement>();
+        using var watched = new HttpClient(new Recording(created)) { Timeout = TimeSpan.FromSeconds(90) };
+        var recording = new Connector(watched, fixture.Node.BaseAddress);
+
+        var code = await recording.BeginPairingAsync(context, CancellationToken.None);
+        var scan = (await Api.ScanAsync(phone.AccessToken, code.QrContent)).EnsureStatus(200);
+        var scanned = await recording.PollPairingAsync(context, code, TimeSpan.FromSeconds(10), CancellationToken.None);
+        (await Api.ApproveAsync(phone.AccessToken, scan.Body.GetProperty("sessionId").GetString()!, scanned.NumberMatch!)).EnsureStatus(200);
+        var confirmed = await recording.PollPairingAsync(context, code, TimeSpan.FromSeconds(10), CancellationToken.None);
+        Assert.Equal(PairingProgress.Confirmed, confirmed.Progress);
+
+        // The session was keyed: the public JWK alone went to the server, and the private key is in the credentials,
+        // which the vault seals as one string.
+        var jwk = created.Single().GetProperty("key");
+        Assert.Equal(["crv", "kty", "x", "y"], jwk.EnumerateObject().Select(p => p.Name).Order(StringComparer.Ordinal));
+        var credentials = QrOrleansCredentials.Parse(confirmed.Credentials);
+        Assert.NotNull(credentials.Key);
+        Assert.Contains(credentials.Key!, confirmed.Credentials!, StringComparison.Ordinal);
+        Assert.DoesNotContain(credentials.Key!, credentials.ToString(), StringComparison.Ordinal);
+
+        // Health refreshes with a proof of that key, and the rotated credentials keep it.
+        var health = await connector.CheckHealthAsync(context, confirmed.Credentials!, CancellationToken.None);
+        var rotated = QrOrleansCredentials.Parse(health.Credentials);
+        Assert.Equal(credentials.Key, rotated.Key);
+        Assert.NotEqual(credentials.RefreshToken, rotated.RefreshToken);
+
+        // The refresh token without its key is refused, and the device (still holding its key) keeps working.
+        var alone = await Api.SendAsync(HttpMethod.Post, "/v1/auth/refresh", new { refreshToken = rotated.RefreshToken });
+        Assert.Equal(401, alone.Status);
+        var again = await connector.CheckHealthAsync(context, health.Credentials!, CancellationToken.None);
+        Assert.Equal(credentials.Key, QrOrleansCredentials.Parse(again.Credentials).Key);
+
+        // A logout revokes the device with its bound access token.
+        await connector.LogoutAsync(context, again.Credentials!, CancellationToken.None);
+        Assert.True(await IsRevokedAsync(phone.AccessToken, credentials.DeviceId));
+    }
+
+    [Fact]
     public async Task A_poll_without_news_waits_then_repeats_the_current_status_instead_of_spinning()
     {
         var connector = NewConnector();
@@ -258,6 +302,19 @@ public sealed class QrOrleansConnectorTests(ConnectorNodeFixture fixture) : ICla
         using var listener = new TcpListener(IPAddress.Loopback, 0);
         listener.Start();
         return ((IPEndPoint)listener.LocalEndpoint).Port;
+    }
+
+    /// <summary>Passes every call on, keeping the body of each session creation.</summary>
+    private sealed class Recording(List<JsonElement> created) : DelegatingHandler(new SocketsHttpHandler())
+    {
+        protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+        {
+            if (request.Method == HttpMethod.Post && request.RequestUri!.AbsolutePath == "/v1/qr/sessions")
+            {
+                created.Add(JsonDocument.Parse(await request.Content!.ReadAsStringAsync(cancellationToken)).RootElement.Clone());
+            }
+            return await base.SendAsync(request, cancellationToken);
+        }
     }
 
     private sealed class Answering(HttpStatusCode status, TimeSpan? retryAfter) : HttpMessageHandler
