@@ -5,6 +5,8 @@ using QrOrleans.Bench;
 //   ceremonies --target <url> --seconds <n> [--concurrency <c>] [--transport signalr|sse] [--admin-key <key>] [--phones <p>] [--hubs <h>] [--warmup <s>] [--pid <server pid>]
 //              [--phone-target <url of another node>]
 //   waiting    --target <url> --count <n> [--transport signalr|sse] [--pid <server pid>] [--parallel <p>] [--settle <s>] [--warmup <w>] [--part all|sessions|connections|http]
+//   soak       --seconds <n> [--nodes 3] [--rate 20] [--fsync everysec|always] [--gateway <QrOrleans.Gateway.dll>] (its own redis-server and nodes; LocalCluster.cs)
+//   failover   [--nodes 3] [--kills 5] [--sessions 12] [--gateway <QrOrleans.Gateway.dll>]
 if (args.Length == 0 || args[0] is "-h" or "--help" or "help")
 {
     Usage();
@@ -18,6 +20,8 @@ try
     {
         "ceremonies" => await CeremoniesBench.RunAsync(options),
         "waiting" => await WaitingBench.RunAsync(options),
+        "soak" => await SoakBench.RunAsync(options),
+        "failover" => await FailoverBench.RunAsync(options),
         _ => Usage(),
     };
 }
@@ -37,6 +41,9 @@ static int Usage()
                                      [--phone-target <url>]
           QrOrleans.Bench waiting --target <url> --count <n> [--transport signalr|sse] [--pid <server pid>]
                                   [--parallel <p>] [--settle <seconds>] [--warmup <n>] [--part all|sessions|connections|http]
+          QrOrleans.Bench soak --seconds <n> [--nodes 3] [--rate 20] [--fsync everysec|always] [--phones <p>]
+                               [--kill-at <s>] [--redis-at <s>] [--gateway <QrOrleans.Gateway.dll>] [--content-root <src/Gateway>] [--keep yes]
+          QrOrleans.Bench failover [--nodes 3] [--kills 5] [--sessions 12] [--fsync everysec|always] [--gateway <QrOrleans.Gateway.dll>]
         """);
     return 2;
 }

@@ -233,9 +233,9 @@ public static class QrSessionsApi
     private static async Task<Ok<ClaimResponse>> ClaimAsync(string id, HttpContext context, IGrainFactory grains, AccessTokens tokens, AuditTrail audit)
     {
         var grant = await grains.GetGrain<IQrSessionGrain>(id).ClaimAsync(DesktopToken(context, id), context.RequestAborted);
-        // The session is completed now; minting happens here and nowhere else, and the tokens go only into this response.
-        var user = grains.GetGrain<IUserGrain>(grant.UserId);
-        var session = await user.AddDeviceAsync(new NewDevice(grant.DeviceId, grant.DeviceName, grant.DeviceKind, grant.Ip), CancellationToken.None);
+        // The session is completed and its device linked; minting happens here and nowhere else, and the tokens go only
+        // into this response.
+        var session = grant.Linked;
         var access = await tokens.IssueAsync(grant.UserId, grant.DeviceId, CancellationToken.None);
         await audit.RecordAsync(context, grant.UserId, AuditActions.DeviceLinked, deviceId: grant.DeviceId, sessionId: id,
             client: $"{grant.DeviceName} ({grant.DeviceKind})");

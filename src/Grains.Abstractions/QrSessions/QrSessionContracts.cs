@@ -76,14 +76,19 @@ public sealed record RequesterView(
     [property: Id(5)] DateTimeOffset CreatedAt,
     [property: Id(6)] bool SameNetwork);
 
-/// <summary>Handed to the gateway by a successful claim: who approved, for which client. No tokens.</summary>
+/// <summary>
+/// Handed to the gateway by a successful claim: who approved, for which client, and the device the claim linked
+/// (<see cref="Linked"/>: its refresh token in plaintext, once; it travels only in this reply, never on a stream or
+/// into stored state). The gateway mints the access token.
+/// </summary>
 [GenerateSerializer, Immutable, Alias("qrorleans.ClaimGrant")]
 public sealed record ClaimGrant(
     [property: Id(0)] string UserId,
     [property: Id(1)] string DeviceId,
     [property: Id(2)] string DeviceName,
     [property: Id(3)] string DeviceKind,
-    [property: Id(4)] string Ip);
+    [property: Id(4)] string Ip,
+    [property: Id(5)] Users.DeviceSession Linked);
 
 /// <summary>
 /// A state change of a session, on the stream keyed by the session id: the version it reached and what the

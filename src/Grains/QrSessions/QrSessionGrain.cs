@@ -4,6 +4,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Orleans.Streams;
 using QrOrleans.QrSessions;
+using QrOrleans.Users;
 using static QrOrleans.QrSessions.QrSessionStates;
 
 namespace QrOrleans.Grains.QrSessions;
@@ -220,9 +221,15 @@ public sealed partial class QrSessionGrain(
         switch (s.State)
         {
             case Approved:
-                var deviceId = s.ScannerUserId + "-" + Secrets.NewHexId(8);
+                // The device is linked inside this turn, before the one write. If linking fails (the user's silo died,
+                // storage away; found by bench soak, where Completed was stored, the link failed, and the desktop's
+                // retry was already_claimed) the session stays approved and the retry links the same device again
+                // (a new refresh token). Concurrent claims queue on this grain: exactly one completes.
+                var deviceId = s.ScannerUserId + "-" + Convert.ToHexStringLower(SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(Key)))[..16];
+                var linked = await GrainFactory.GetGrain<IUserGrain>(s.ScannerUserId!)
+                    .AddDeviceAsync(new NewDevice(deviceId, s.Requester.ClientName, s.Requester.ClientKind, s.Requester.Ip));
                 await CommitAsync(s with { State = Completed, DeviceId = deviceId, EndedAt = Now });
-                return new ClaimGrant(s.ScannerUserId!, deviceId, s.Requester.ClientName, s.Requester.ClientKind, s.Requester.Ip);
+                return new ClaimGrant(s.ScannerUserId!, deviceId, s.Requester.ClientName, s.Requester.ClientKind, s.Requester.Ip, linked);
             case Pending or Scanned:
                 throw Errors.NotApproved();
             case Completed:
