@@ -57,8 +57,8 @@ public static class FailoverBench
                     }
                 }
 
-                victim.Kill();
                 var killed = Stopwatch.GetTimestamp();
+                victim.Kill();
                 var times = await Task.WhenAll(sessions.Select((s, i) => FirstAnswerAsync(survivors[i % survivors.Count], s, killed, ct)));
                 var worst = times.Max();
                 slowest.Add(worst);

@@ -120,8 +120,9 @@ public static class SoakBench
                 var probes = await FailoverBench.CreateOnAsync(victim.BaseAddress, 4, ct);
                 await Task.Delay(TimeSpan.FromSeconds(Math.Max(0, killAt - clock.Elapsed.TotalSeconds)), ct);
                 var live = soak.LiveOn(Victim);
-                victim.Kill();
+                // From the moment of the kill, not from its end (Kill waits for the process to be gone).
                 var killed = Stopwatch.GetTimestamp();
+                victim.Kill();
                 soak.Event($"node {Victim + 1} killed (kill -9) with {live.Count} ceremony sessions and {probes.Count} probe sessions on it");
                 var times = await Task.WhenAll(probes.Concat(live).Select((s, i) => FailoverBench.FirstAnswerAsync(survivors[i % survivors.Count], s, killed, ct)));
                 var window = times.Max();
@@ -277,7 +278,7 @@ public static class SoakBench
                 watch = Task.Run(() => desktop.RunAsync(transport, hubs, apis, tally, watching.Token), CancellationToken.None);
                 if (!await desktop.WaitForAsync(d => d.Version >= 1, PushWait, ct))
                 {
-                    Refuse("desktop not told of its pending session");
+                    Refuse($"desktop ({transport}) not told of its pending session");
                     return;
                 }
                 var scan = await Step(story, "scan", client.SendAsync("scan", phoneNode, HttpMethod.Post, "v1/qr/scan",
@@ -289,7 +290,7 @@ public static class SoakBench
                 }
                 if (!await desktop.WaitForAsync(d => d.NumberMatch is not null, PushWait, ct))
                 {
-                    Refuse($"desktop not told of the scan (it saw {desktop.State})");
+                    Refuse($"desktop ({transport}) not told of the scan (it saw {desktop.State})");
                     return;
                 }
                 var approve = await Step(story, "approve", client.SendAsync("approve", phoneNode, HttpMethod.Post, $"v1/qr/sessions/{session.SessionId}/approve",
