@@ -11,8 +11,11 @@ public sealed record CreatedSession(string SessionId, string DesktopToken, strin
 /// <summary>A signed-in phone: its user and its access token.</summary>
 public sealed record Phone(string UserId, AuthenticationHeaderValue Bearer);
 
-/// <summary>A failed call: what was called and what came back.</summary>
-public sealed class BenchException(string message) : Exception(message);
+/// <summary>A failed call: what was called and what came back (<see cref="Status"/>: the HTTP status, 0 if none).</summary>
+public sealed class BenchException(string message, int status = 0) : Exception(message)
+{
+    public int Status { get; } = status;
+}
 
 /// <summary>The gateway's HTTP API over one shared pooled client; counts every request it sends.</summary>
 public sealed class Api : IDisposable
@@ -70,8 +73,8 @@ public sealed class Api : IDisposable
         using var doc = await SendAsync(request, HttpStatusCode.Created, ct);
         var root = doc.RootElement;
         var url = root.GetProperty("qr").GetProperty("url").GetString()!;
-        // qr.url ends in "/l/#<sessionId>.<secret>"; the scan takes "<sessionId>.<secret>".
-        var qrToken = url[(url.LastIndexOf('#') + 1)..];
+        // qr.url ends in "/l/<sessionId>.<secret>" (or "/l/#<sessionId>.<secret>"); the scan takes "<sessionId>.<secret>".
+        var qrToken = url[(url.LastIndexOf('/') + 1)..].TrimStart('#');
         return new CreatedSession(root.GetProperty("sessionId").GetString()!, root.GetProperty("desktopToken").GetString()!, qrToken);
     }
 
@@ -124,7 +127,7 @@ public sealed class Api : IDisposable
         {
             var body = await response.Content.ReadAsStringAsync(ct);
             response.Dispose();
-            throw new BenchException($"events: {(int)response.StatusCode} {Short(body)}");
+            throw new BenchException($"events: {(int)response.StatusCode} {Short(body)}", (int)response.StatusCode);
         }
         return response;
     }
@@ -179,7 +182,7 @@ public sealed class Api : IDisposable
         return string.Join('/', parts);
     }
 
-    private static string Short(string body)
+    public static string Short(string body)
     {
         // problem+json: the code says enough.
         var code = body.IndexOf("\"code\":\"", StringComparison.Ordinal);

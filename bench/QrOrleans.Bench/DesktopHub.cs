@@ -15,7 +15,7 @@ namespace QrOrleans.Bench;
 
 /// <summary>
 /// A desktop's connection to /hubs/qr through the SignalR .NET client, with "state" pushes dispatched by sessionId
-/// to <see cref="SessionWatch"/>es. Many sessions can be watched over one connection.
+/// to <see cref="ISessionSink"/>s. Many sessions can be watched over one connection.
 /// </summary>
 public sealed class DesktopHub : IAsyncDisposable
 {
@@ -26,7 +26,7 @@ public sealed class DesktopHub : IAsyncDisposable
     private static readonly IServiceProvider s_services = new NoServices();
 
     private readonly HubConnection _connection;
-    private readonly ConcurrentDictionary<string, SessionWatch> _watches = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, ISessionSink> _watches = new(StringComparer.Ordinal);
 
     private DesktopHub(IConnectionFactory factory, EndPoint hub)
     {
@@ -61,7 +61,7 @@ public sealed class DesktopHub : IAsyncDisposable
     }
 
     /// <summary>Starts routing "state" pushes for the session to <paramref name="watch"/>, then invokes Watch.</summary>
-    public async Task WatchAsync(SessionWatch watch, string desktopToken, CancellationToken ct)
+    public async Task WatchAsync(ISessionSink watch, string desktopToken, CancellationToken ct)
     {
         _watches[watch.SessionId] = watch;
         try

@@ -6,6 +6,8 @@ using QrOrleans.Bench;
 //              [--phone-target <url of another node>] [--redis <StackExchange.Redis configuration of the cluster's Redis>]
 //   growth     --target <url> --count <n> [--concurrency <c>] [--transport signalr|sse] [--warmup <n>] [--idle-seconds <s>] [--pid <server pid>]
 //   waiting    --target <url> --count <n> [--transport signalr|sse] [--pid <server pid>] [--parallel <p>] [--settle <s>] [--warmup <w>] [--part all|sessions|connections|http]
+//   soak       --seconds <n> [--nodes 3] [--rate 20] [--fsync everysec|always] [--gateway <QrOrleans.Gateway.dll>] (its own redis-server and nodes; LocalCluster.cs)
+//   failover   [--nodes 3] [--kills 5] [--sessions 12] [--gateway <QrOrleans.Gateway.dll>]
 if (args.Length == 0 || args[0] is "-h" or "--help" or "help")
 {
     Usage();
@@ -20,6 +22,8 @@ try
         "ceremonies" => await CeremoniesBench.RunAsync(options),
         "waiting" => await WaitingBench.RunAsync(options),
         "growth" => await GrowthBench.RunAsync(options),
+        "soak" => await SoakBench.RunAsync(options),
+        "failover" => await FailoverBench.RunAsync(options),
         _ => Usage(),
     };
 }
@@ -41,6 +45,9 @@ static int Usage()
                                   [--parallel <p>] [--settle <seconds>] [--warmup <n>] [--part all|sessions|connections|http]
           QrOrleans.Bench growth --target <url> --count <n> [--concurrency <c>] [--transport signalr|sse] [--admin-key <key>]
                                  [--phones <p>] [--warmup <n>] [--idle-seconds <s>] [--pid <server pid>]
+          QrOrleans.Bench soak --seconds <n> [--nodes 3] [--rate 20] [--fsync everysec|always] [--phones <p>]
+                               [--kill-at <s>] [--redis-at <s>] [--gateway <QrOrleans.Gateway.dll>] [--content-root <src/Gateway>] [--keep yes]
+          QrOrleans.Bench failover [--nodes 3] [--kills 5] [--sessions 12] [--fsync everysec|always] [--gateway <QrOrleans.Gateway.dll>]
         """);
     return 2;
 }

@@ -5,8 +5,18 @@ namespace QrOrleans.Bench;
 /// <summary>A snapshot as the desktop received it, with the Stopwatch timestamp of its arrival.</summary>
 public readonly record struct Seen(string State, long Version, string? NumberMatch, long ReceivedAt);
 
+/// <summary>Where a desktop's connection delivers one session's snapshots, and says that it broke.</summary>
+public interface ISessionSink
+{
+    string SessionId { get; }
+
+    void OnSnapshot(Seen seen);
+
+    void Fail(Exception e);
+}
+
 /// <summary>One desktop's view of one session: waiters for the states a ceremony goes through.</summary>
-public sealed class SessionWatch(string sessionId)
+public sealed class SessionWatch(string sessionId) : ISessionSink
 {
     private readonly TaskCompletionSource<Seen> _pending = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly TaskCompletionSource<Seen> _scanned = new(TaskCreationOptions.RunContinuationsAsynchronously);

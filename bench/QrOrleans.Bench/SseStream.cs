@@ -10,13 +10,13 @@ public sealed class SseStream : IAsyncDisposable
     private readonly HttpResponseMessage _response;
     private readonly Task _reading;
 
-    private SseStream(HttpResponseMessage response, Stream body, SessionWatch watch)
+    private SseStream(HttpResponseMessage response, Stream body, ISessionSink watch)
     {
         _response = response;
         _reading = Task.Run(() => ReadAsync(body, watch, _stop.Token));
     }
 
-    public static async Task<SseStream> OpenAsync(Api api, CreatedSession session, SessionWatch watch, CancellationToken ct)
+    public static async Task<SseStream> OpenAsync(Api api, CreatedSession session, ISessionSink watch, CancellationToken ct)
     {
         var response = await api.OpenEventsAsync(session, ct).ConfigureAwait(false);
         try
@@ -31,7 +31,7 @@ public sealed class SseStream : IAsyncDisposable
         }
     }
 
-    private static async Task ReadAsync(Stream body, SessionWatch watch, CancellationToken ct)
+    private static async Task ReadAsync(Stream body, ISessionSink watch, CancellationToken ct)
     {
         var buffer = new byte[2048];
         var filled = 0;

@@ -22,6 +22,30 @@ public static class GrainStates
             await state.ReadStateAsync().ConfigureAwait(true);
             throw;
         }
+        catch (Exception)
+        {
+            await ForgetUnwrittenAsync(state, grain).ConfigureAwait(true);
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// A write that failed for any other reason (storage unreachable, e.g. Redis restarting) leaves the transition
+    /// in the activation's memory though it may not be stored: a retry would be answered from it (a scan "done" that
+    /// no desktop was told of). The activation reloads what storage holds if it can, and steps aside either way, so
+    /// the next call starts from storage.
+    /// </summary>
+    private static async Task ForgetUnwrittenAsync<T>(IPersistentState<T> state, IGrainBase grain)
+    {
+        grain.DeactivateOnIdle();
+        try
+        {
+            await state.ReadStateAsync().ConfigureAwait(true);
+        }
+        catch (Exception)
+        {
+            // storage still unreachable: the deactivation drops this copy
+        }
     }
 
     /// <summary>Deletes the grain's stored state, with the same conflict rule as <see cref="PersistAsync{T}"/>.</summary>

@@ -187,11 +187,17 @@ public static partial class ProblemResponses
     private static ProblemDetails MissingBody() => Create(400, "invalid_json", "Malformed JSON", "A JSON body is required.");
 
     /// <summary>Failures of the cluster or its storage that go away by themselves (the caller should retry).</summary>
-    private static bool Unavailable(Exception e) => e switch
+    /// <remarks>
+    /// Orleans' Redis storage reports a lost connection as a <c>RedisStorageException</c> that carries the Redis error
+    /// only in its message (no inner exception), inside an <c>OrleansException</c>: found by the soak's Redis restart,
+    /// where it was a 500 internal_error.
+    /// </remarks>
+    public static bool Unavailable(Exception e) => e switch
     {
         Orleans.Storage.InconsistentStateException => true,
         TimeoutException or Orleans.Runtime.SiloUnavailableException or Orleans.Runtime.OrleansMessageRejectionException => true,
         Orleans.Runtime.ClientNotAvailableException or StackExchange.Redis.RedisException => true,
+        Orleans.Persistence.Redis.RedisStorageException => true,
         Orleans.Runtime.OrleansException { InnerException: { } inner } => Unavailable(inner),
         _ => false,
     };

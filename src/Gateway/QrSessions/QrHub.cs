@@ -15,6 +15,19 @@ public sealed class QrHub(
 {
     public async Task Watch(string sessionId, string desktopToken)
     {
+        try
+        {
+            await WatchCoreAsync(sessionId, desktopToken);
+        }
+        catch (Exception e) when (e is not HubException && Problems.ProblemResponses.Unavailable(e))
+        {
+            // As the HTTP API's 503: retryable, and named, rather than SignalR's "unexpected error".
+            throw new HubException("storage_unavailable: The cluster's storage is not reachable right now; try again shortly.");
+        }
+    }
+
+    private async Task WatchCoreAsync(string sessionId, string desktopToken)
+    {
         if (!SessionIds.IsWellFormed(sessionId))
         {
             throw new HubException("unauthenticated: a valid desktop token for this session is required.");

@@ -73,6 +73,15 @@ public sealed class SiloHarness : IAsyncDisposable
         return new SiloHarness(testCluster, clock);
     }
 
+    /// <summary>Creates users with these ids: a claim links its device to the scanning user, who must exist.</summary>
+    public async Task AddUsersAsync(params string[] userIds)
+    {
+        foreach (var id in userIds)
+        {
+            await Grains.GetGrain<QrOrleans.Users.IUserGrain>(id).CreateAsync(id, id);
+        }
+    }
+
     /// <summary>The durable reminders the reminder table holds for one grain.</summary>
     public async Task<IReadOnlyList<string>> RemindersOfAsync(IAddressable grain)
     {

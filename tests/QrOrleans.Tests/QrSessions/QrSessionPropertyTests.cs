@@ -26,6 +26,7 @@ public sealed class QrSessionPropertyTests
             o.ClaimWindow = TimeSpan.FromMinutes(1);
             o.TerminalGrace = TimeSpan.FromMinutes(2);
         });
+        await silo.AddUsersAsync("alice", "bob");
         var steps = Gen.Elements(Enum.GetValues<Step>()).ArrayOf().Select(a => a.Take(40).ToArray());
         Prop.ForAll(Arb.From(steps), sequence => Holds(silo, sequence).GetAwaiter().GetResult())
             .QuickCheckThrowOnFailure();

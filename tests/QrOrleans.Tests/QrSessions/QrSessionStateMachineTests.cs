@@ -12,14 +12,18 @@ public sealed class QrSessionStateMachineTests : IAsyncLifetime
 
     private Microsoft.Extensions.Time.Testing.FakeTimeProvider Clock => _silo.Clock!;
 
-    public async ValueTask InitializeAsync() => _silo = await SiloHarness.StartAsync(o =>
+    public async ValueTask InitializeAsync()
     {
-        o.QrTtl = TimeSpan.FromSeconds(30);
-        o.MaxRotations = 3;
-        o.ApprovalWindow = TimeSpan.FromMinutes(1);
-        o.ClaimWindow = TimeSpan.FromMinutes(1);
-        o.TerminalGrace = TimeSpan.FromMinutes(2);
-    });
+        _silo = await SiloHarness.StartAsync(o =>
+        {
+            o.QrTtl = TimeSpan.FromSeconds(30);
+            o.MaxRotations = 3;
+            o.ApprovalWindow = TimeSpan.FromMinutes(1);
+            o.ClaimWindow = TimeSpan.FromMinutes(1);
+            o.TerminalGrace = TimeSpan.FromMinutes(2);
+        });
+        await _silo.AddUsersAsync(Alice, Bob);
+    }
 
     public ValueTask DisposeAsync() => _silo.DisposeAsync();
 

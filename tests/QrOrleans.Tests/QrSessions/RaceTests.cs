@@ -41,6 +41,7 @@ public sealed class RaceTests
     public async Task Two_claims_at_once_exactly_one_succeeds()
     {
         await using var silo = await SiloHarness.StartAsync(silos: 2, realClock: true);
+        await silo.AddUsersAsync("alice");
         for (var i = 0; i < 300; i++)
         {
             var grain = silo.Grains.GetGrain<IQrSessionGrain>(Grains.Secrets.NewToken(16));
@@ -70,6 +71,7 @@ public sealed class RaceTests
     {
         // On the real clock the grain's deadline timer races the approval too.
         await using var silo = await SiloHarness.StartAsync(o => o.ApprovalWindow = TimeSpan.FromMilliseconds(40), silos: 2, realClock: true);
+        await silo.AddUsersAsync("alice");
         var approved = 0;
         var expired = 0;
         {
