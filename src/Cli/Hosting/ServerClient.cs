@@ -2,6 +2,7 @@ using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using System.Text.Json;
 using QrOrleans.Cli.Login;
+using QrOrleans.KeyBinding;
 
 namespace QrOrleans.Cli.Hosting;
 

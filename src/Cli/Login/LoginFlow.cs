@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.Json;
 using QrOrleans.Cli.Hosting;
+using QrOrleans.KeyBinding;
 using QrOrleans.QrSessions;
 
 namespace QrOrleans.Cli.Login;

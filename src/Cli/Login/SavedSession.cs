@@ -1,4 +1,5 @@
 using QrOrleans.Cli.Hosting;
+using QrOrleans.KeyBinding;
 
 namespace QrOrleans.Cli.Login;
 

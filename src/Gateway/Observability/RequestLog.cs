@@ -4,17 +4,20 @@ using Microsoft.Extensions.Options;
 namespace QrOrleans.Gateway.Observability;
 
 /// <summary>
-/// Our request log, in place of ASP.NET Core's: a code printed before the fragment shape opens
-/// /l/&lt;sessionId&gt;.&lt;qrSecret&gt; (today's open /l/#…, the token never sent), and the framework writes request
-/// paths into its logs (hosting at Information, routing and static files at Debug). Those categories are capped below the level that names paths; this log writes the path with the
-/// secret replaced and never the query string. It also counts the QR-session requests this node serves.
+/// Our request log, in place of ASP.NET Core's. Codes printed before the fragment shape open
+/// /l/&lt;sessionId&gt;.&lt;qrSecret&gt; (today's open /l/#…, whose token is never sent), and the framework writes
+/// request paths into its logs (hosting at Information, routing and static files at Debug). Those categories are
+/// capped below the level that names paths; this log writes the path with the secret replaced and never the query
+/// string. It also counts the QR-session requests this node serves.
 /// </summary>
 public static partial class RequestLog
 {
-    /// <summary>Framework categories that write request paths, hub invocation arguments (desktop tokens) or
-    /// connection tokens below these levels. Capped at Warning, the shipped default: a per-request line at
-    /// Information costs about a quarter of the server's CPU per ceremony (docs/benchmarks.md). Hosting is off entirely: while it is enabled at all it opens a log
-    /// scope per request holding the raw path, which any provider that writes scopes would record.</summary>
+    /// <summary>
+    /// Framework categories that write request paths, hub invocation arguments (desktop tokens) or connection tokens
+    /// below these levels. Capped at Warning, the shipped default: a per-request line at Information costs about a
+    /// quarter of the server's CPU per ceremony (docs/benchmarks.md). Hosting is off entirely: while it is enabled at
+    /// all it opens a log scope per request holding the raw path, which any provider that writes scopes would record.
+    /// </summary>
     private static readonly (string Category, LogLevel Minimum)[] Capped =
     [
         ("Microsoft.AspNetCore.Hosting.Diagnostics", LogLevel.None),

@@ -84,7 +84,7 @@ public sealed class LoggedGateway : IAsyncDisposable
 
     public IServiceProvider Services => _app.Services;
 
-    public static async Task<LoggedGateway> StartAsync(IDictionary<string, string?>? settings = null)
+    public static async Task<LoggedGateway> StartAsync(IDictionary<string, string?>? settings = null, Action<WebApplicationBuilder>? configure = null)
     {
         var logs = new CapturingLoggerProvider();
         var config = new Dictionary<string, string?>
@@ -105,6 +105,7 @@ public sealed class LoggedGateway : IAsyncDisposable
             builder.Configuration.AddInMemoryCollection(config);
             builder.Logging.ClearProviders();
             builder.Logging.AddProvider(logs);
+            configure?.Invoke(builder);
         });
         await app.StartAsync();
         var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();

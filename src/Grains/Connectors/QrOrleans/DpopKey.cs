@@ -3,17 +3,17 @@ using System.Text;
 using Microsoft.IdentityModel.JsonWebTokens;
 using Microsoft.IdentityModel.Tokens;
 
-namespace QrOrleans.Grains.Connectors.QrOrleansServer;
+namespace QrOrleans.KeyBinding;
 
 /// <summary>
-/// The P-256 key the agent's device is bound to (RFC 9449 DPoP, API.md "Key binding"): its public JWK goes to the
-/// server with the sign-in session, and the claim and every refresh carry a proof signed with it, so the refresh
-/// token is worthless without it. Travels as its PKCS#8 bytes in base64url, inside the pairing handle and the
-/// (sealed) credentials; never logged.
-/// (The CLI has its own copy of these few lines: the CLI and the grains share only the Orleans contract assembly,
-/// which is no place for a JWT signer.)
+/// The P-256 key a client's device is bound to (RFC 9449 DPoP, API.md "Key binding"): its public JWK goes to the
+/// server with the sign-in session, and the claim and every later use of the device's tokens carry a proof signed
+/// with it, so the tokens are worthless without it. Never logged. The agent connector keeps it as PKCS#8 in
+/// base64url inside its pairing handle and (sealed) credentials; the CLI as a PEM file beside its credentials.
+/// (Compiled into both: the CLI and the grains share only the Orleans contract assembly, which is no place for a JWT
+/// signer, so the CLI links this file.)
 /// </summary>
-internal sealed class DpopKey : IDisposable
+public sealed class DpopKey : IDisposable
 {
     // The proof's iat is set by hand below; the handler's default exp/nbf have no place in a DPoP proof.
     private static readonly JsonWebTokenHandler Handler = new() { SetDefaultTimesOnTokenCreation = false };
@@ -70,6 +70,28 @@ internal sealed class DpopKey : IDisposable
     }
 
     public string Export() => Base64UrlEncoder.Encode(_key.ExportPkcs8PrivateKey());
+
+    /// <summary>A key saved by <see cref="ExportPem"/>; anything else (another curve, not a key) is null.</summary>
+    public static DpopKey? FromPem(string pem)
+    {
+        var key = ECDsa.Create();
+        try
+        {
+            key.ImportFromPem(pem);
+            if (key.ExportParameters(includePrivateParameters: false).Curve.Oid.Value == ECCurve.NamedCurves.nistP256.Oid.Value)
+            {
+                return new DpopKey(key);
+            }
+        }
+        catch (Exception e) when (e is ArgumentException or CryptographicException)
+        {
+            // fall through: not a key we can use
+        }
+        key.Dispose();
+        return null;
+    }
+
+    public string ExportPem() => _key.ExportPkcs8PrivateKeyPem();
 
     /// <summary>
     /// A proof for one request: <c>htm</c> and <c>htu</c> (the URL without query or fragment, RFC 9449 §4.2), a fresh

@@ -1,6 +1,7 @@
 using System.Buffers.Text;
 using System.Text.Json;
 using QrOrleans.Accounts;
+using QrOrleans.KeyBinding;
 
 namespace QrOrleans.Grains.Connectors.QrOrleansServer;
 

@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Net;
 using System.Text.Json;
 using QrOrleans.Accounts;
+using QrOrleans.KeyBinding;
 using QrOrleans.QrSessions;
 
 namespace QrOrleans.Grains.Connectors.QrOrleansServer;

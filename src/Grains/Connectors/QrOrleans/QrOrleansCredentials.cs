@@ -1,9 +1,11 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using QrOrleans.Accounts;
+using QrOrleans.KeyBinding;
 
 // The namespace is not "…Connectors.QrOrleans": a namespace of that name would shadow the root namespace
 // for every file under QrOrleans.Grains.Connectors that writes a fully qualified "QrOrleans.Accounts.…".
+
 namespace QrOrleans.Grains.Connectors.QrOrleansServer;
 
 /// <summary>

@@ -3,6 +3,7 @@ using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using System.Text.Json;
 using QrOrleans.Accounts;
+using QrOrleans.KeyBinding;
 
 namespace QrOrleans.Grains.Connectors.QrOrleansServer;
 
