@@ -25,7 +25,9 @@ public static class RedisCeiling
     /// <summary>Commands the server has executed since it started, over every command type.</summary>
     public static async Task<long> CommandsAsync(string configuration)
     {
-        await using var redis = await ConnectionMultiplexer.ConnectAsync(configuration);
+        var options = ConfigurationOptions.Parse(configuration);
+        options.AllowAdmin = true; // INFO is an admin command to StackExchange.Redis
+        await using var redis = await ConnectionMultiplexer.ConnectAsync(options);
         var server = redis.GetServers()[0];
         long total = 0;
         foreach (var group in await server.InfoAsync("commandstats"))
