@@ -5,7 +5,7 @@ namespace QrOrleans.Gateway.QrSessions;
 
 /// <summary>
 /// One waiting desktop's view of its session on this node (SSE and long-poll): snapshots in version order, newer
-/// only. Changes come from the session's stream through <see cref="SessionWatches"/>; a resync is healed by
+/// only. Changes come from the session's grain through <see cref="SessionWatches"/>; a resync is healed by
 /// re-reading the snapshot from the grain.
 /// </summary>
 public sealed class SnapshotFeed : ISessionWatcher, IAsyncDisposable
