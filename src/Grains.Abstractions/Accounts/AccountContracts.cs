@@ -63,7 +63,16 @@ public sealed record ConnectorContext(string AccountId, string DisplayName, Json
 /// <summary>One QR code of a pairing ceremony, as the platform issued it.</summary>
 /// <param name="QrContent">What the QR encodes (a URL for most platforms).</param>
 /// <param name="Handle">Opaque: lets the connector poll this code's status.</param>
-public sealed record PairingCode(string QrContent, DateTimeOffset ExpiresAt, string Handle);
+public sealed record PairingCode(string QrContent, DateTimeOffset ExpiresAt, string Handle)
+{
+    /// <summary>The code is a live credential and the handle holds a desktop token and a private key: never printed.</summary>
+    private bool PrintMembers(System.Text.StringBuilder builder)
+    {
+        builder.Append("QrContent = (redacted), ExpiresAt = ").Append(ExpiresAt.ToString("O", System.Globalization.CultureInfo.InvariantCulture))
+            .Append(", Handle = (redacted)");
+        return true;
+    }
+}
 
 public enum PairingProgress
 {
@@ -75,7 +84,15 @@ public enum PairingProgress
 
 /// <param name="NumberMatch">After a scan, the number the owner must pick on the phone, if the platform has one.</param>
 /// <param name="Credentials">On Confirmed: the secret to seal and keep (never logged, never returned by the API).</param>
-public sealed record PairingStatus(PairingProgress Progress, string? NumberMatch = null, string? Credentials = null);
+public sealed record PairingStatus(PairingProgress Progress, string? NumberMatch = null, string? Credentials = null)
+{
+    private bool PrintMembers(System.Text.StringBuilder builder)
+    {
+        builder.Append("Progress = ").Append(Progress).Append(", NumberMatch = ").Append(NumberMatch)
+            .Append(", Credentials = ").Append(Credentials is null ? "null" : "(redacted)");
+        return true;
+    }
+}
 
 /// <param name="Credentials">Rotated credentials to store instead of the old ones, if the platform rotated them.</param>
 public sealed record HealthResult(string? Credentials = null);
