@@ -108,46 +108,36 @@ public static class FailoverBench
     /// Asks <paramref name="node"/> for the session's snapshot until it answers 200 (for at most 30 s); the seconds from
     /// <paramref name="since"/> to that answer (infinity if none).
     /// </summary>
-    public static async Task<double> FirstAnswerAsync(Uri node, CreatedSession session, long since, CancellationToken ct)
-    {
-        while (Stopwatch.GetElapsedTime(since) < TimeSpan.FromSeconds(30))
+    public static Task<double> FirstAnswerAsync(Uri node, CreatedSession session, long since, CancellationToken ct) =>
+        UntilAnsweredAsync(() =>
         {
-            using var request = new HttpRequestMessage(HttpMethod.Get, new Uri(node, $"v1/qr/sessions/{session.SessionId}"));
+            var request = new HttpRequestMessage(HttpMethod.Get, new Uri(node, $"v1/qr/sessions/{session.SessionId}"));
             request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", session.DesktopToken);
-            using var attempt = CancellationTokenSource.CreateLinkedTokenSource(ct);
-            attempt.CancelAfter(TimeSpan.FromSeconds(5));
-            try
-            {
-                using var response = await s_http.SendAsync(request, attempt.Token);
-                if (response.StatusCode == HttpStatusCode.OK)
-                {
-                    return Stopwatch.GetElapsedTime(since).TotalSeconds;
-                }
-            }
-            catch (Exception e) when (!ct.IsCancellationRequested && e is HttpRequestException or OperationCanceledException)
-            {
-                // asked again below
-            }
-            await Task.Delay(50, ct);
-        }
-        return double.PositiveInfinity;
-    }
+            return request;
+        }, HttpStatusCode.OK, TimeSpan.FromSeconds(30), since, ct);
 
     /// <summary>Creates a session on <paramref name="node"/> until one is created (for at most 60 s); seconds since <paramref name="since"/>.</summary>
-    public static async Task<double> UntilCreatedAsync(Uri node, long since, CancellationToken ct)
-    {
-        while (Stopwatch.GetElapsedTime(since) < TimeSpan.FromSeconds(60))
+    public static Task<double> UntilCreatedAsync(Uri node, long since, CancellationToken ct) =>
+        UntilAnsweredAsync(() => new HttpRequestMessage(HttpMethod.Post, new Uri(node, "v1/qr/sessions"))
         {
-            using var request = new HttpRequestMessage(HttpMethod.Post, new Uri(node, "v1/qr/sessions"))
-            {
-                Content = new StringContent("{}", Encoding.UTF8, "application/json"),
-            };
+            Content = new StringContent("{}", Encoding.UTF8, "application/json"),
+        }, HttpStatusCode.Created, TimeSpan.FromSeconds(60), since, ct);
+
+    /// <summary>
+    /// Sends a fresh request every 50 ms (each given 5 s) until one answers <paramref name="wanted"/>: the seconds since
+    /// <paramref name="since"/> then, or infinity once <paramref name="limit"/> has passed.
+    /// </summary>
+    private static async Task<double> UntilAnsweredAsync(Func<HttpRequestMessage> request, HttpStatusCode wanted, TimeSpan limit, long since, CancellationToken ct)
+    {
+        while (Stopwatch.GetElapsedTime(since) < limit)
+        {
             using var attempt = CancellationTokenSource.CreateLinkedTokenSource(ct);
             attempt.CancelAfter(TimeSpan.FromSeconds(5));
             try
             {
-                using var response = await s_http.SendAsync(request, attempt.Token);
-                if (response.StatusCode == HttpStatusCode.Created)
+                using var sent = request();
+                using var response = await s_http.SendAsync(sent, attempt.Token);
+                if (response.StatusCode == wanted)
                 {
                     return Stopwatch.GetElapsedTime(since).TotalSeconds;
                 }

@@ -66,14 +66,12 @@ public static class BearerAuthentication
         app.UseAuthentication().UseAuthorization();
 
     /// <summary>The thumbprint a validated access token is bound to (its cnf.jkt), or null for a bearer token.</summary>
-    public static string? BoundThumbprint(JsonWebToken token)
-    {
-        using var payload = JsonDocument.Parse(Base64UrlEncoder.Decode(token.EncodedPayload));
-        return payload.RootElement.TryGetProperty("cnf", out var cnf) && cnf.ValueKind == JsonValueKind.Object
-            && cnf.TryGetProperty("jkt", out var jkt) && jkt.ValueKind == JsonValueKind.String
-                ? jkt.GetString()
-                : null;
-    }
+    public static string? BoundThumbprint(JsonWebToken token) =>
+        // The handler has parsed the payload already: read the claim from it rather than decode the token again.
+        token.TryGetPayloadValue<JsonElement>("cnf", out var cnf) && cnf.ValueKind == JsonValueKind.Object
+        && cnf.TryGetProperty("jkt", out var jkt) && jkt.ValueKind == JsonValueKind.String
+            ? jkt.GetString()
+            : null;
 
     /// <summary>Revocation at once, key binding, and one answer for every refusal.</summary>
     private sealed class AccessTokenEvents : JwtBearerEvents

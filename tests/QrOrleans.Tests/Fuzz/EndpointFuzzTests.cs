@@ -70,18 +70,8 @@ public sealed class FuzzNode : IAsyncLifetime
         Targets = new FuzzTargets(
             session.SessionId, session.DesktopToken, QrToken(session.QrUrl), phone.AccessToken, phone.UserId, phone.DeviceId,
             spare.Body.GetProperty("device").GetProperty("id").GetString()!, spare.Body.GetProperty("refreshToken").GetString()!,
-            accountId, GatewayNode.AdminKey, await DashboardCookieAsync(),
+            accountId, GatewayNode.AdminKey, (await Observability.LogRedactionTests.SignInAsync(Gateway.Http, GatewayNode.AdminKey))["qro_dashboard=".Length..],
             sealedCredentials.Length > 0 ? sealedCredentials : "not-exported");
-    }
-
-    /// <summary>A real sign-in's cookie value, as the dashboard's form gets it (the sign-in is a record in the cluster).</summary>
-    private async Task<string> DashboardCookieAsync()
-    {
-        using var http = new HttpClient(new HttpClientHandler { AllowAutoRedirect = false, UseCookies = false }) { BaseAddress = Gateway.BaseAddress };
-        using var form = new FormUrlEncodedContent([new("key", GatewayNode.AdminKey)]);
-        using var response = await http.PostAsync("/dashboard/sign-in", form);
-        var cookie = response.Headers.GetValues("Set-Cookie").Single().Split(';')[0];
-        return cookie["qro_dashboard=".Length..];
     }
 
     /// <summary>The "sessionId.secret" of a QR URL, whether it rides in the path or the fragment.</summary>

@@ -150,7 +150,7 @@ public sealed class LogRedactionTests
     }
 
     /// <summary>Reads pushed snapshots until one in <paramref name="state"/> arrives (10 s at most).</summary>
-    private static async Task StateAsync(ChannelReader<JsonElement> states, string state)
+    internal static async Task StateAsync(ChannelReader<JsonElement> states, string state)
     {
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
         while ((await states.ReadAsync(timeout.Token)).GetProperty("state").GetString() != state)
@@ -161,7 +161,8 @@ public sealed class LogRedactionTests
     private static HttpRequestMessage Bearer(HttpMethod method, string path, string token) =>
         new(method, path) { Headers = { Authorization = new("Bearer", token) } };
 
-    private static async Task<string> ReadEventsAsync(HttpClient http, NewSession session, CancellationToken ct)
+    /// <summary>The session's SSE stream as text, up to its approved event.</summary>
+    internal static async Task<string> ReadEventsAsync(HttpClient http, NewSession session, CancellationToken ct)
     {
         using var request = new HttpRequestMessage(HttpMethod.Get, $"/v1/qr/sessions/{session.SessionId}/events");
         request.Headers.Authorization = new("Bearer", session.DesktopToken);

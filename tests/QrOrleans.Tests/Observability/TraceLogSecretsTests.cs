@@ -1,4 +1,3 @@
-using System.Text;
 using System.Text.Json;
 using System.Threading.Channels;
 using Microsoft.AspNetCore.SignalR.Client;
@@ -52,9 +51,9 @@ public sealed class TraceLogSecretsTests
             hub.On<JsonElement>("state", s => states.Writer.TryWrite(s));
             await hub.StartAsync(TestContext.Current.CancellationToken);
             await hub.InvokeAsync("Watch", session.SessionId, session.DesktopToken, TestContext.Current.CancellationToken);
-            await StateAsync(states.Reader, "pending");
+            await LogRedactionTests.StateAsync(states.Reader, "pending");
             using var sse = new CancellationTokenSource(TimeSpan.FromSeconds(20));
-            var events = ReadEventsAsync(node.Http, session, sse.Token);
+            var events = LogRedactionTests.ReadEventsAsync(node.Http, session, sse.Token);
             var longPoll = api.SendAsync(HttpMethod.Get, $"/v1/qr/sessions/{session.SessionId}?waitForVersion=1&timeout=15", null, session.DesktopToken);
             foreach (var image in new[] { "qr.svg", "qr.png" })
             {
@@ -69,7 +68,7 @@ public sealed class TraceLogSecretsTests
             (await api.ScanAsync(phone.AccessToken, session.QrUrl)).EnsureStatus(200);
             var number = (await api.SnapshotAsync(session)).EnsureStatus(200).Body.GetProperty("numberMatch").GetString()!;
             (await api.ApproveAsync(phone.AccessToken, session.SessionId, number)).EnsureStatus(200);
-            await StateAsync(states.Reader, "approved");
+            await LogRedactionTests.StateAsync(states.Reader, "approved");
             (await longPoll).EnsureStatus(200);
             var claim = (await api.ClaimAsync(session)).EnsureStatus(200).Body;
             secrets.Add(("claimed access token", claim.GetProperty("accessToken").GetString()!));
@@ -117,30 +116,4 @@ public sealed class TraceLogSecretsTests
     }
 
     private static string Shorten(string text) => text.Length > 400 ? text[..400] + "…" : text;
-
-    private static async Task StateAsync(ChannelReader<JsonElement> states, string state)
-    {
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
-        while ((await states.ReadAsync(timeout.Token)).GetProperty("state").GetString() != state)
-        {
-        }
-    }
-
-    private static async Task<string> ReadEventsAsync(HttpClient http, NewSession session, CancellationToken ct)
-    {
-        using var request = new HttpRequestMessage(HttpMethod.Get, $"/v1/qr/sessions/{session.SessionId}/events");
-        request.Headers.Authorization = new("Bearer", session.DesktopToken);
-        using var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, ct);
-        using var reader = new StreamReader(await response.Content.ReadAsStreamAsync(ct));
-        var seen = new StringBuilder();
-        while (await reader.ReadLineAsync(ct) is { } line)
-        {
-            seen.AppendLine(line);
-            if (line.Contains("\"approved\"", StringComparison.Ordinal))
-            {
-                break;
-            }
-        }
-        return seen.ToString();
-    }
 }
