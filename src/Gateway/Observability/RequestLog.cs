@@ -45,7 +45,10 @@ public static partial class RequestLog
     /// The caps hold whatever the configuration says. A plain filter rule would lose to an operator's
     /// "Logging:Console:LogLevel:Default=Trace" (a provider's own rules outrank every general rule) or to a rule for a
     /// category under a capped one; so, after all configuration is applied (and again on every reload), each rule under
-    /// a capped category is raised to the cap, and the cap is added for every provider the rules name.
+    /// a capped category is raised to the cap, and the cap is added for every provider the rules name. A cap only
+    /// ever raises a level: where the configuration already asks for less ("Orleans": "Warning" in the shipped
+    /// settings), the added rule keeps that level, since a more specific rule at the cap would lower it (Orleans'
+    /// storage once wrote ~30 Debug lines per ceremony this way, a tenth of the server's CPU).
     /// </summary>
     private sealed class CapsOutrankConfiguration : IPostConfigureOptions<LoggerFilterOptions>
     {
@@ -53,12 +56,62 @@ public static partial class RequestLog
         {
             var providers = options.Rules.Select(r => r.ProviderName).Append(null).Distinct().ToList();
             var rules = options.Rules.Select(Raised).ToList();
-            rules.AddRange(from provider in providers from cap in Capped select new LoggerFilterRule(provider, cap.Category, cap.Minimum, null));
+            rules.AddRange(from provider in providers
+                           from cap in Capped
+                           let configured = Configured(options, provider, cap.Category)
+                           select new LoggerFilterRule(provider, cap.Category, configured > cap.Minimum ? configured : cap.Minimum, null));
             options.Rules.Clear();
             foreach (var rule in rules)
             {
                 options.Rules.Add(rule);
             }
+        }
+
+        /// <summary>
+        /// The level the configured rules give <paramref name="category"/> for <paramref name="provider"/>, chosen as
+        /// Microsoft.Extensions.Logging chooses: the provider's own rules before general ones, then the longest
+        /// matching category (a '*' matches anything), then the last such rule; without one, the minimum level.
+        /// </summary>
+        private static LogLevel Configured(LoggerFilterOptions options, string? provider, string category)
+        {
+            LoggerFilterRule? best = null;
+            foreach (var rule in options.Rules)
+            {
+                if (rule.Filter is not null || (rule.ProviderName is not null && rule.ProviderName != provider) || !Matches(rule.CategoryName, category))
+                {
+                    continue;
+                }
+                if (best is null || Outranks(rule, best))
+                {
+                    best = rule;
+                }
+            }
+            return best?.LogLevel ?? options.MinLevel;
+        }
+
+        private static bool Outranks(LoggerFilterRule rule, LoggerFilterRule best)
+        {
+            if ((rule.ProviderName is null) != (best.ProviderName is null))
+            {
+                return rule.ProviderName is not null;
+            }
+            return (rule.CategoryName?.Length ?? 0) >= (best.CategoryName?.Length ?? 0);
+        }
+
+        private static bool Matches(string? pattern, string category)
+        {
+            if (pattern is null)
+            {
+                return true;
+            }
+            var star = pattern.IndexOf('*', StringComparison.Ordinal);
+            if (star < 0)
+            {
+                return category.StartsWith(pattern, StringComparison.OrdinalIgnoreCase);
+            }
+            var (prefix, suffix) = (pattern[..star], pattern[(star + 1)..]);
+            return category.Length >= prefix.Length + suffix.Length
+                && category.StartsWith(prefix, StringComparison.OrdinalIgnoreCase) && category.EndsWith(suffix, StringComparison.OrdinalIgnoreCase);
         }
 
         private static LoggerFilterRule Raised(LoggerFilterRule rule)
