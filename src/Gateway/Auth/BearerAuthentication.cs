@@ -103,7 +103,7 @@ public static class BearerAuthentication
             var http = context.HttpContext;
             var grains = http.RequestServices.GetRequiredService<IGrainFactory>();
             // A storage failure here propagates: the problem middleware answers 503, not a 401 that signs the phone out.
-            if (!await grains.GetGrain<IDeviceGrain>(caller.DeviceId).IsActiveAsync(caller.UserId, http.RequestAborted).ConfigureAwait(false))
+            if (!await grains.Grain<IDeviceGrain>(caller.DeviceId).IsActiveAsync(caller.UserId, http.RequestAborted).ConfigureAwait(false))
             {
                 context.Fail("The device was signed out.");
                 return;

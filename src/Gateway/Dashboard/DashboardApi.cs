@@ -100,7 +100,10 @@ public static class DashboardApi
                 });
             await next(context).ConfigureAwait(false);
         }));
-        app.MapOrleansDashboard(OrleansPath).ExcludeFromDescription();
+        if (app.Services.GetRequiredService<Silo.Hosting.ClusterSettings>().OrleansDashboard)
+        {
+            app.MapOrleansDashboard(OrleansPath).ExcludeFromDescription();
+        }
         app.MapGet("/dashboard", Page).ExcludeFromDescription();
         app.MapPost("/dashboard/sign-in", SignInAsync).RequireRateLimiting(SignInLimit).ExcludeFromDescription()
             .ProducesProblems("cross_origin", "unsupported_media_type", "invalid_form", "unauthenticated");

@@ -24,7 +24,7 @@ public sealed partial class AuditTrail(IGrainFactory grains, NodeStats stats, Qr
         var entry = new AuditEntry(default, action, context.ClientIp(), client, actorDeviceId, deviceId, sessionId, detail);
         try
         {
-            var stamped = await grains.GetGrain<IAuditGrain>(userId).AppendAsync(entry, CancellationToken.None).ConfigureAwait(false);
+            var stamped = await grains.Grain<IAuditGrain>(userId).AppendAsync(entry, CancellationToken.None).ConfigureAwait(false);
             stats.Audited(userId, stamped);
             telemetry.AuditAppends.Add(1, new KeyValuePair<string, object?>("action", action));
         }
@@ -60,7 +60,7 @@ public static class AuditApi
     private static async Task<Ok<IReadOnlyList<AuditEntry>>> MineAsync(HttpContext context, IGrainFactory grains, int? limit)
     {
         var caller = context.Caller();
-        return TypedResults.Ok(await grains.GetGrain<IAuditGrain>(caller.UserId).ListAsync(null, null, Limit(limit), context.RequestAborted));
+        return TypedResults.Ok(await grains.Grain<IAuditGrain>(caller.UserId).ListAsync(null, null, Limit(limit), context.RequestAborted));
     }
 
     private static async Task<Ok<IReadOnlyList<AuditEntry>>> UserAsync(
@@ -75,7 +75,7 @@ public static class AuditApi
         {
             throw Errors.Validation("from must not be after to.");
         }
-        return TypedResults.Ok(await grains.GetGrain<IAuditGrain>(id).ListAsync(from, to, Limit(limit), context.RequestAborted));
+        return TypedResults.Ok(await grains.Grain<IAuditGrain>(id).ListAsync(from, to, Limit(limit), context.RequestAborted));
     }
 
     private static int Limit(int? limit) =>

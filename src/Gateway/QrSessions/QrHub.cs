@@ -32,7 +32,7 @@ public sealed class QrHub(
         {
             throw new HubException("unauthenticated: a valid desktop token for this session is required.");
         }
-        var grain = grains.GetGrain<IQrSessionGrain>(sessionId);
+        var grain = grains.Grain<IQrSessionGrain>(sessionId);
         var watcher = new Watcher(grain, desktopToken, hub, Context.ConnectionId, telemetry, log);
         var watch = await watches.WatchAsync(sessionId, watcher);
         QrSessionSnapshot snapshot;

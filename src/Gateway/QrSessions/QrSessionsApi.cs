@@ -124,7 +124,7 @@ public static class QrSessionsApi
         }
         var sessionId = Grains.Secrets.NewToken(16);
         var requester = new Requester(name, kind, browser, os, context.ClientIp(), DateTimeOffset.UtcNow, keyThumbprint);
-        var created = await grains.GetGrain<IQrSessionGrain>(sessionId).CreateAsync(requester, context.RequestAborted);
+        var created = await grains.Grain<IQrSessionGrain>(sessionId).CreateAsync(requester, context.RequestAborted);
         var s = created.Snapshot;
         return TypedResults.Created($"/v1/qr/sessions/{sessionId}",
             new CreateSessionResponse(sessionId, created.DesktopToken, s.State, s.Version, s.ExpiresAt, s.Qr));
@@ -151,7 +151,7 @@ public static class QrSessionsApi
         var token = DesktopToken(context, id);
         if (waitForVersion is null)
         {
-            return TypedResults.Ok(await grains.GetGrain<IQrSessionGrain>(id).GetSnapshotAsync(token, context.RequestAborted));
+            return TypedResults.Ok(await grains.Grain<IQrSessionGrain>(id).GetSnapshotAsync(token, context.RequestAborted));
         }
         var seconds = Math.Clamp(timeout ?? MaxLongPollSeconds, 0, MaxLongPollSeconds);
         var (feed, snapshot) = await SnapshotFeed.OpenAsync(grains, watches, id, token, context.RequestAborted);
@@ -176,7 +176,7 @@ public static class QrSessionsApi
             {
                 // timed out: answer with the current snapshot
             }
-            return TypedResults.Ok(await grains.GetGrain<IQrSessionGrain>(id).GetSnapshotAsync(token, context.RequestAborted));
+            return TypedResults.Ok(await grains.Grain<IQrSessionGrain>(id).GetSnapshotAsync(token, context.RequestAborted));
         }
     }
 
@@ -252,7 +252,7 @@ public static class QrSessionsApi
     private static async Task<string> CurrentQrUrlAsync(string id, HttpContext context, IGrainFactory grains)
     {
         var token = DesktopToken(context, id);
-        var snapshot = await grains.GetGrain<IQrSessionGrain>(id).GetSnapshotAsync(token, context.RequestAborted);
+        var snapshot = await grains.Grain<IQrSessionGrain>(id).GetSnapshotAsync(token, context.RequestAborted);
         // Only a pending session has a code; an expired one says so, as every other call on it does.
         return snapshot.Qr?.Url ?? throw (snapshot.State == QrSessionStates.Expired
             ? Errors.QrExpired()
@@ -262,7 +262,7 @@ public static class QrSessionsApi
     private static async Task<Ok<QrSessionSnapshot>> CancelAsync(string id, HttpContext context, IGrainFactory grains)
     {
         var token = DesktopToken(context, id);
-        return TypedResults.Ok(await grains.GetGrain<IQrSessionGrain>(id).CancelAsync(token, context.RequestAborted));
+        return TypedResults.Ok(await grains.Grain<IQrSessionGrain>(id).CancelAsync(token, context.RequestAborted));
     }
 
     /// <summary>
@@ -277,7 +277,7 @@ public static class QrSessionsApi
         var proof = DpopProofs.IsPresent(context.Request)
             ? await proofs.VerifyAsync(context.Request, accessToken: null, boundTo: null, context.RequestAborted)
             : null;
-        var grain = grains.GetGrain<IQrSessionGrain>(id);
+        var grain = grains.Grain<IQrSessionGrain>(id);
         var grant = await grain.BeginClaimAsync(desktopToken, proof?.Thumbprint, context.RequestAborted);
         var session = grant.Session!;
         // Minting happens here and nowhere else, and the tokens go only into this response.
@@ -296,7 +296,7 @@ public static class QrSessionsApi
         {
             throw body.Url is null && body.Token is null ? Errors.Validation("Send { \"url\": \"…\" } or { \"token\": \"…\" }.") : Errors.QrInvalid();
         }
-        var scan = await grains.GetGrain<IQrSessionGrain>(sessionId).ScanAsync(secret, caller.UserId, context.ClientIp(), context.RequestAborted);
+        var scan = await grains.Grain<IQrSessionGrain>(sessionId).ScanAsync(secret, caller.UserId, context.ClientIp(), context.RequestAborted);
         await audit.RecordAsync(context, caller.UserId, AuditActions.QrScanned, caller.DeviceId, sessionId: sessionId,
             detail: $"{scan.Requester.ClientName} ({scan.Requester.ClientKind}) at {scan.Requester.Ip} asked to sign in");
         return TypedResults.Ok(scan);
@@ -334,7 +334,7 @@ public static class QrSessionsApi
     }
 
     private static IQrSessionGrain SessionGrainForPhone(IGrainFactory grains, string id) =>
-        SessionIds.IsWellFormed(id) ? grains.GetGrain<IQrSessionGrain>(id) : throw Errors.QrInvalid();
+        SessionIds.IsWellFormed(id) ? grains.Grain<IQrSessionGrain>(id) : throw Errors.QrInvalid();
 
     /// <summary>
     /// A malformed id answers exactly like a wrong token: 401, nothing about the session. Called before the grain is

@@ -109,7 +109,7 @@ public sealed partial class SessionWatches(IClusterClient cluster, IServiceProvi
         return new Leave(this, watch, watcher);
     }
 
-    private IQrSessionGrain Grain(string sessionId) => cluster.GetGrain<IQrSessionGrain>(sessionId);
+    private IQrSessionGrain Grain(string sessionId) => cluster.Grain<IQrSessionGrain>(sessionId);
 
     private async Task LeaveAsync(Watch watch, ISessionWatcher watcher)
     {

@@ -26,7 +26,7 @@ public sealed class SnapshotFeed : ISessionWatcher, IAsyncDisposable
     public static async Task<(SnapshotFeed Feed, QrSessionSnapshot Snapshot)> OpenAsync(
         IGrainFactory grains, SessionWatches watches, string sessionId, string desktopToken, CancellationToken ct)
     {
-        var grain = grains.GetGrain<IQrSessionGrain>(sessionId);
+        var grain = grains.Grain<IQrSessionGrain>(sessionId);
         var feed = new SnapshotFeed(grain, desktopToken);
         try
         {

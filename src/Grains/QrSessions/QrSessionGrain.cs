@@ -299,7 +299,7 @@ public sealed partial class QrSessionGrain(
         // Inside this turn, so no other claim, expiry or cancel of this session interleaves: the latest grant id always
         // goes with the device's current refresh token (a retry rotates out the one an earlier attempt never delivered).
         var key = s.Requester.KeyThumbprint;
-        var device = await GrainFactory.GetGrain<IUserGrain>(s.ScannerUserId!)
+        var device = await GrainFactory.Grain<IUserGrain>(s.ScannerUserId!)
             .AddDeviceAsync(new NewDevice(deviceId, s.Requester.ClientName, s.Requester.ClientKind, s.Requester.Ip, key), CancellationToken.None);
         return new ClaimGrant(s.ScannerUserId!, deviceId, s.Requester.ClientName, s.Requester.ClientKind, s.Requester.Ip, grantId, device, key);
     }
@@ -340,7 +340,7 @@ public sealed partial class QrSessionGrain(
         }
         try
         {
-            await GrainFactory.GetGrain<IUserGrain>(s.ScannerUserId!).RevokeDeviceAsync(s.DeviceId, CancellationToken.None);
+            await GrainFactory.Grain<IUserGrain>(s.ScannerUserId!).RevokeDeviceAsync(s.DeviceId, CancellationToken.None);
         }
         catch (GrainException e) when (e.Code == "not_found")
         {

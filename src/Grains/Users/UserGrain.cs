@@ -47,7 +47,7 @@ public sealed class UserGrain(
             user.State = user.State with { DeviceIds = [.. user.State.DeviceIds, device.DeviceId] };
             await user.PersistAsync(this);
         }
-        var issued = await GrainFactory.GetGrain<IDeviceGrain>(device.DeviceId).RegisterAsync(Key, device, ct);
+        var issued = await GrainFactory.Grain<IDeviceGrain>(device.DeviceId).RegisterAsync(Key, device, ct);
         return new DeviceSession(View(user.State), issued.Device, issued.RefreshToken, issued.KeyThumbprint);
     }
 
@@ -57,13 +57,13 @@ public sealed class UserGrain(
         {
             return [];
         }
-        var devices = await Task.WhenAll(user.State.DeviceIds.Select(d => GrainFactory.GetGrain<IDeviceGrain>(d).GetAsync(ct)));
+        var devices = await Task.WhenAll(user.State.DeviceIds.Select(d => GrainFactory.Grain<IDeviceGrain>(d).GetAsync(ct)));
         return devices.Where(d => d?.UserId == Key).Select(d => d!.Device).ToArray();
     }
 
     public async Task RevokeDeviceAsync(string deviceId, CancellationToken ct)
     {
-        var device = GrainFactory.GetGrain<IDeviceGrain>(deviceId);
+        var device = GrainFactory.Grain<IDeviceGrain>(deviceId);
         if (await device.GetAsync(ct) is not { } d || d.UserId != Key)
         {
             throw Errors.NotFound("The device");
@@ -73,7 +73,7 @@ public sealed class UserGrain(
 
     public async Task<DeviceSession> RefreshAsync(string deviceId, string secret, string ip, string? proofThumbprint, CancellationToken ct)
     {
-        var issued = await GrainFactory.GetGrain<IDeviceGrain>(deviceId).RefreshAsync(secret, ip, proofThumbprint, ct);
+        var issued = await GrainFactory.Grain<IDeviceGrain>(deviceId).RefreshAsync(secret, ip, proofThumbprint, ct);
         if (issued.UserId != Key || !user.RecordExists)
         {
             throw Errors.InvalidRefreshToken();

@@ -61,6 +61,12 @@ public sealed class ClusterSettings
     /// </summary>
     public TimeSpan StreamPollPeriod { get; set; } = TimeSpan.FromMilliseconds(100);
 
+    /// <summary>
+    /// Whether Orleans' dashboard runs at /dashboard/orleans/. Its metrics reader collects every Orleans instrument
+    /// each second (it has no setting for that), which costs a busy node several per cent of its CPU.
+    /// </summary>
+    public bool OrleansDashboard { get; set; } = true;
+
     public int ResolvedSiloPort => SiloPort != 0 ? SiloPort : Provider == ClusterProvider.Redis ? 11111 : _freeSiloPort ??= FreePort();
 
     public int ResolvedGatewayPort => GatewayPort != 0 ? GatewayPort : Provider == ClusterProvider.Redis ? 30000 : _freeGatewayPort ??= FreePort();

@@ -77,7 +77,10 @@ public static class OrleansHosting
         silo.AddOutgoingGrainCallFilter<RetryOnConflict>();
         // Grain calls continue the caller's trace (spans of the "Microsoft.Orleans.*" sources, where someone listens).
         silo.AddActivityPropagation();
-        silo.AddDashboard(DashboardSampling);
+        if (cluster.OrleansDashboard)
+        {
+            silo.AddDashboard(DashboardSampling);
+        }
         silo.Services.TryAddSingleton(cluster);
         silo.Services.TryAddKeyedSingleton(OrleansNames.Clock, TimeProvider.System);
         return silo;
@@ -100,7 +103,10 @@ public static class OrleansHosting
         client.AddMemoryStreams(OrleansNames.Streams);
         client.AddOutgoingGrainCallFilter<RetryOnConflict>();
         client.AddActivityPropagation();
-        client.AddDashboard(DashboardSampling);
+        if (cluster.OrleansDashboard)
+        {
+            client.AddDashboard(DashboardSampling);
+        }
         client.Services.TryAddSingleton(cluster);
         return client;
     }
