@@ -26,8 +26,10 @@ public static class CeremoniesBench
         // traffic is, so that no single user does thousands of sign-ins in one run.
         var phoneCount = Math.Max(1, args.Int("phones", Math.Max(concurrency, 4000)));
         var hubCount = Math.Clamp(args.Int("hubs", concurrency), 1, concurrency);
-        // Long enough for tiered JIT to settle on a busy 2-core server (its first ~10 s cost up to twice the CPU).
-        var warmupSeconds = args.Int("warmup", 10);
+        // Long enough for tiered JIT to settle on a busy 2-core server: a fresh gateway's background JIT still took 15 %
+        // of its CPU 30–40 s after the start under this load and none after 100 s (perf, 2026-12-01), and a 10 s
+        // warm-up measured 1.5–2 times the steady CPU per ceremony.
+        var warmupSeconds = args.Int("warmup", 45);
         var c = CultureInfo.InvariantCulture;
 
         using var api = new Api(target);

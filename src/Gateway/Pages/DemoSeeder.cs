@@ -45,7 +45,9 @@ public sealed class DemoSeeder(
         {
             lines.Add($"  Operator key (X-Api-Key, generated for this run): {options.AdminApiKey}");
         }
-        lines.Add($"  Cluster dashboard (operator key): {origin}/dashboard   Orleans dashboard: {origin}/dashboard/orleans/");
+        lines.Add(services.GetService<Silo.Hosting.ClusterSettings>() is { OrleansDashboard: false }
+            ? $"  Cluster dashboard (operator key): {origin}/dashboard"
+            : $"  Cluster dashboard (operator key): {origin}/dashboard   Orleans dashboard: {origin}/dashboard/orleans/");
         lines.Add($"  API reference: {origin}/openapi (document: {origin}/openapi/v1.json)   Health: {origin}/healthz");
         if (services.GetRequiredService<ICredentialVault>() is CredentialVault { IsEphemeral: true })
         {

@@ -153,6 +153,24 @@ public sealed class DashboardAuthTests(NodeFixture fixture) : IClassFixture<Node
     }
 
     [Fact]
+    public async Task With_the_orleans_dashboard_turned_off_its_paths_are_404_and_ours_still_works()
+    {
+        await using var node = await GatewayNode.StartAsync(new Dictionary<string, string?> { ["QrOrleans:Cluster:OrleansDashboard"] = "false" });
+        using var http = NoRedirects(node);
+        var cookie = await LogRedactionTests.SignInAsync(node.Http, GatewayNode.AdminKey);
+
+        foreach (var path in new[] { "/dashboard/orleans/", "/dashboard/orleans/DashboardCounters" })
+        {
+            using var response = await GetAsync(http, path, cookie);
+            Assert.Equal(HttpStatusCode.NotFound, response.StatusCode);
+        }
+        Assert.Equal(HttpStatusCode.Unauthorized, (await GetAsync(http, "/dashboard/orleans/", null)).StatusCode);
+        using var ours = await GetAsync(http, "/v1/dashboard", cookie);
+        Assert.Equal(HttpStatusCode.OK, ours.StatusCode);
+        Assert.Contains("\"Active\"", await ours.Content.ReadAsStringAsync());
+    }
+
+    [Fact]
     public async Task Signing_out_from_another_origin_or_site_is_refused_and_the_sign_in_stands()
     {
         using var http = NoRedirects(Node);
