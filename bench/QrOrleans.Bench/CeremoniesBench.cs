@@ -41,12 +41,14 @@ public static class CeremoniesBench
             $"ceremonies: target={target} seconds={seconds} concurrency={concurrency} transport={transport} phones={phoneCount}{(transport == Transport.SignalR ? $" hubs={hubCount}" : "")} cores={Environment.ProcessorCount}"));
 
         var (phones, hubs) = await SetupAsync(target, phonesApi, adminKey, phoneCount, transport == Transport.SignalR ? hubCount : 0);
-        var redisBefore = args.Get("redis") is { } redisConfig ? await RedisCeiling.CommandsAsync(redisConfig) : 0;
 
         // Warm-up: a few ceremonies per worker so JIT and connection set-up are not in the figures.
         var warm = new Counters();
         await RunWorkersAsync(api, phonesApi, phones, hubs, transport, concurrency, TimeSpan.FromSeconds(warmupSeconds), warm, null);
         Console.WriteLine(string.Create(c, $"warm-up: {warm.Completed} ceremonies, {warm.Errors} errors"));
+        // Counted from here, over the measured ceremonies only (until 2026-12-01 the warm-up's commands were counted
+        // too and divided by the measured ceremonies, which inflated "per ceremony" by (warm-up + run) / run).
+        var redisBefore = args.Get("redis") is { } redisConfig ? await RedisCeiling.CommandsAsync(redisConfig) : 0;
 
         // Who uses the 2 cores: the server's CPU time from /proc/<pid>/stat, the generator's own.
         int? serverPid = args.Get("pid") is not null ? args.Int("pid") : TryFindListener(target.Port);
