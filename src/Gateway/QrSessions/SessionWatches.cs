@@ -149,7 +149,8 @@ public sealed partial class SessionWatches(IClusterClient cluster, IServiceProvi
     /// <summary>
     /// A change the grain sent one-way just before it took the unlisting can arrive after the unlisting's answer;
     /// Orleans logs a message to a deleted reference as an Error ("Unexpected target grain"), about twice per
-    /// thousand ceremonies under load. The reference, whose watch has no watchers left, so stays a little longer.
+    /// thousand ceremonies under load. So the reference stays a little longer; its watch has no watchers left, and a
+    /// late change reaches nobody.
     /// </summary>
     private async Task DeleteLaterAsync(IQrSessionListener reference)
     {
