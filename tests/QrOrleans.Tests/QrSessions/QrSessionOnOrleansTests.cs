@@ -69,17 +69,19 @@ public sealed class QrSessionOnOrleansTests
     {
         await using var silo = await SiloHarness.StartAsync(o =>
         {
-            o.QrTtl = TimeSpan.FromMilliseconds(400);
+            // Each rotation must fire within one TTL of its due time, or the session skips it and expires: 400 ms
+            // was once too little on a loaded 2-core CI machine (the timer came late and the versions were 1-3).
+            o.QrTtl = TimeSpan.FromMilliseconds(1500);
             o.MaxRotations = 3;
         }, silos: 2, realClock: true);
-        // Followed from before it exists, so the first rotation (only 400 ms in) cannot be missed.
+        // Followed from before it exists, so the first rotation (only 1.5 s in) cannot be missed.
         var id = Grains.Secrets.NewToken(16);
         var seen = await FollowOnEverySiloAsync(silo, id);
         var grain = silo.Grains.GetGrain<IQrSessionGrain>(id);
         var created = await grain.CreateAsync(Desktop);
 
         // Created, rotations 2 and 3, then expired: versions 1 to 4, each once per consumer, with no call to the grain.
-        await Until(() => seen.Count(c => c.Change.Snapshot.State == QrSessionStates.Expired) == 2, TimeSpan.FromSeconds(10), "expiry");
+        await Until(() => seen.Count(c => c.Change.Snapshot.State == QrSessionStates.Expired) == 2, TimeSpan.FromSeconds(20), "expiry");
         foreach (var consumer in new[] { 0, 1 })
         {
             var versions = seen.Where(c => c.Silo == consumer).Select(c => c.Change.Version).ToArray();
