@@ -79,7 +79,23 @@ public sealed record EcPublicJwk(byte[] X, byte[] Y, string Thumbprint)
         ECDsa.Create(new ECParameters { Curve = ECCurve.NamedCurves.nistP256, Q = new ECPoint { X = x, Y = y } });
 
     private static string? Member(JsonElement o, string name) =>
-        o.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;
+        o.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.String ? Text(v) : null;
+
+    /// <summary>
+    /// A JSON string, or null when it escapes a lone surrogate ("\udfff"): that is valid JSON but no .NET string, and
+    /// GetString throws. Found by the fuzz suite (seed 130602518) as a 500 from a key's "x".
+    /// </summary>
+    internal static string? Text(JsonElement v)
+    {
+        try
+        {
+            return v.GetString();
+        }
+        catch (InvalidOperationException)
+        {
+            return null;
+        }
+    }
 
     /// <summary>The 32 bytes of a coordinate, only from its one canonical encoding (no padding, no stray characters).</summary>
     private static byte[]? Coordinate(string? encoded)
@@ -287,7 +303,7 @@ public sealed class DpopProofs(QrSessionOptions qr, TimeProvider time, IGrainFac
 
     private static string? String(JsonElement o, string name, List<string> missing)
     {
-        if (o.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.String && v.GetString() is { Length: > 0 } s)
+        if (o.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.String && EcPublicJwk.Text(v) is { Length: > 0 } s)
         {
             return s;
         }
