@@ -49,6 +49,8 @@ public static class Errors
     public static GrainException InvalidState(string state, string action) => new("invalid_state", 409, "Invalid state", $"Cannot {action} a session that is {state}.");
     public static GrainException NumberMismatch() => new("number_mismatch", 422, "Number does not match", "The number picked is not the one shown on the other device; the sign-in was rejected.");
     public static GrainException NotApproved() => new("not_approved", 409, "Not approved yet", "The session has not been approved on the phone yet.");
+    /// <summary>A begun claim whose session lost its activation before the confirmation: the desktop sends the claim again.</summary>
+    public static GrainException ClaimInterrupted() => new("claim_interrupted", 503, "Claim interrupted", "The claim was interrupted on the server; send it again.");
     public static GrainException AlreadyClaimed() => new("already_claimed", 410, "Already claimed", "The tokens of this session were already handed out.");
     public static GrainException Unauthenticated(string detail = "A valid token is required.") => new("unauthenticated", 401, "Unauthenticated", detail);
     public static GrainException RefreshTokenReused() => new("refresh_token_reused", 401, "Refresh token reused", "This refresh token was already used; the device has been signed out.");

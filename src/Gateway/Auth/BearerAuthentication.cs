@@ -35,6 +35,8 @@ public static class BearerAuthentication
         services.AddSingleton<SigningKeys>();
         services.AddSingleton<AccessTokens>();
         services.AddSingleton<DpopProofs>();
+        services.AddSingleton<DeviceStatus>();
+        services.AddHostedService(sp => sp.GetRequiredService<DeviceStatus>());
         services.AddAuthentication().AddJwtBearer(JwtBearerDefaults.AuthenticationScheme, o =>
         {
             o.MapInboundClaims = false; // keep "sub" and "did" as issued
@@ -89,7 +91,7 @@ public static class BearerAuthentication
         }
 
         /// <summary>
-        /// A signed, unexpired token is honoured only while its device is not revoked (asked on every call), and a bound
+        /// A signed, unexpired token is honoured only while its device is not revoked (<see cref="DeviceStatus"/>), and a bound
         /// one only with a proof of its key for this request: RFC 9449 §7.1, checked after the signature, so the proof's
         /// jti is spent only by a genuine token.
         /// </summary>
@@ -101,9 +103,9 @@ public static class BearerAuthentication
                 return;
             }
             var http = context.HttpContext;
-            var grains = http.RequestServices.GetRequiredService<IGrainFactory>();
+            var devices = http.RequestServices.GetRequiredService<DeviceStatus>();
             // A storage failure here propagates: the problem middleware answers 503, not a 401 that signs the phone out.
-            if (!await grains.Grain<IDeviceGrain>(caller.DeviceId).IsActiveAsync(caller.UserId, http.RequestAborted).ConfigureAwait(false))
+            if (!await devices.IsActiveAsync(caller.UserId, caller.DeviceId, http.RequestAborted).ConfigureAwait(false))
             {
                 context.Fail("The device was signed out.");
                 return;

@@ -16,12 +16,7 @@ public sealed partial class AuditTrail(IGrainFactory grains, NodeStats stats, Qr
     public async Task RecordAsync(HttpContext context, string userId, string action, string? actorDeviceId = null,
         string? deviceId = null, string? sessionId = null, string? detail = null, string? client = null)
     {
-        if (client is null)
-        {
-            var (browser, os) = UserAgent.Parse(context.Request.Headers.UserAgent);
-            client = $"{browser} on {os}";
-        }
-        var entry = new AuditEntry(default, action, context.ClientIp(), client, actorDeviceId, deviceId, sessionId, detail);
+        var entry = new AuditEntry(default, action, context.ClientIp(), client ?? CallerClient(context), actorDeviceId, deviceId, sessionId, detail);
         try
         {
             var stamped = await grains.Grain<IAuditGrain>(userId).AppendAsync(entry, CancellationToken.None).ConfigureAwait(false);
@@ -32,6 +27,24 @@ public sealed partial class AuditTrail(IGrainFactory grains, NodeStats stats, Qr
         {
             LogAppendFailed(log, action, e.GetType().Name);
         }
+    }
+
+    /// <summary>The caller's browser and OS, as audit entries name the client that acted.</summary>
+    public static string CallerClient(HttpContext context)
+    {
+        var (browser, os) = UserAgent.Parse(context.Request.Headers.UserAgent);
+        return $"{browser} on {os}";
+    }
+
+    /// <summary>
+    /// A step of a QR ceremony, which the session grain keeps and hands to the user's trail when the ceremony ends (one
+    /// write for the ceremony): here only this node's live view (the dashboard) and the counter hear of it.
+    /// </summary>
+    public void Noted(HttpContext context, string userId, string action, string? actorDeviceId = null,
+        string? deviceId = null, string? sessionId = null, string? client = null)
+    {
+        stats.Audited(userId, new AuditEntry(DateTimeOffset.UtcNow, action, context.ClientIp(), client ?? CallerClient(context), actorDeviceId, deviceId, sessionId));
+        telemetry.AuditAppends.Add(1, new KeyValuePair<string, object?>("action", action));
     }
 
     [LoggerMessage(LogLevel.Warning, "An audit entry ({Action}) could not be appended: {Error}")]

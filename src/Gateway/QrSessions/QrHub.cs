@@ -8,7 +8,7 @@ namespace QrOrleans.Gateway.QrSessions;
 
 /// <summary>
 /// SignalR hub at /hubs/qr. <c>Watch(sessionId, desktopToken)</c> sends <c>state</c> with the snapshot now and
-/// on every change. Any node can serve any desktop: changes reach this node through the session's Orleans stream.
+/// on every change. Any node can serve any desktop: changes reach this node through its grain observer (SessionWatches).
 /// </summary>
 public sealed class QrHub(
     IGrainFactory grains, SessionWatches watches, IHubContext<QrHub> hub, CeremonyTelemetry telemetry, ILogger<QrHub> log) : Hub
@@ -34,15 +34,14 @@ public sealed class QrHub(
         }
         var grain = grains.Grain<IQrSessionGrain>(sessionId);
         var watcher = new Watcher(grain, desktopToken, hub, Context.ConnectionId, telemetry, log);
-        var watch = await watches.WatchAsync(sessionId, watcher);
+        IAsyncDisposable watch;
         QrSessionSnapshot snapshot;
         try
         {
-            snapshot = await grain.GetSnapshotAsync(desktopToken, Context.ConnectionAborted);
+            (watch, snapshot) = await watches.WatchAsync(sessionId, desktopToken, watcher, Context.ConnectionAborted);
         }
         catch (GrainException e)
         {
-            await watch.DisposeAsync();
             throw new HubException($"{e.Code}: {e.Detail}");
         }
         var mine = Watches(Context);

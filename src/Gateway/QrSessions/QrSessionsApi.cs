@@ -282,8 +282,8 @@ public static class QrSessionsApi
         var session = grant.Session!;
         // Minting happens here and nowhere else, and the tokens go only into this response.
         var access = await tokens.IssueAsync(grant.UserId, grant.DeviceId, grant.KeyThumbprint, CancellationToken.None);
-        await grain.ConfirmClaimAsync(desktopToken, grant.GrantId!, CancellationToken.None);
-        await audit.RecordAsync(context, grant.UserId, AuditActions.DeviceLinked, deviceId: grant.DeviceId, sessionId: id,
+        await grain.ConfirmClaimAsync(desktopToken, grant.GrantId!, context.ClientIp(), CancellationToken.None);
+        audit.Noted(context, grant.UserId, AuditActions.DeviceLinked, deviceId: grant.DeviceId, sessionId: id,
             client: $"{grant.DeviceName} ({grant.DeviceKind})");
         return TypedResults.Ok(new ClaimResponse(access, AccessTokens.TokenType(grant.KeyThumbprint), (int)tokens.Lifetime.TotalSeconds,
             session.RefreshToken, new ClaimedDevice(session.Device.Id, session.Device.Name), session.User));
@@ -296,9 +296,9 @@ public static class QrSessionsApi
         {
             throw body.Url is null && body.Token is null ? Errors.Validation("Send { \"url\": \"…\" } or { \"token\": \"…\" }.") : Errors.QrInvalid();
         }
-        var scan = await grains.Grain<IQrSessionGrain>(sessionId).ScanAsync(secret, caller.UserId, context.ClientIp(), context.RequestAborted);
-        await audit.RecordAsync(context, caller.UserId, AuditActions.QrScanned, caller.DeviceId, sessionId: sessionId,
-            detail: $"{scan.Requester.ClientName} ({scan.Requester.ClientKind}) at {scan.Requester.Ip} asked to sign in");
+        var scan = await grains.Grain<IQrSessionGrain>(sessionId)
+            .ScanAsync(secret, caller.UserId, context.ClientIp(), Phone(context, caller), context.RequestAborted);
+        audit.Noted(context, caller.UserId, AuditActions.QrScanned, caller.DeviceId, sessionId: sessionId);
         return TypedResults.Ok(scan);
     }
 
@@ -313,14 +313,14 @@ public static class QrSessionsApi
         QrSessionSnapshot approved;
         try
         {
-            approved = await grain.ApproveAsync(caller.UserId, number, context.RequestAborted);
+            approved = await grain.ApproveAsync(caller.UserId, number, Phone(context, caller), context.RequestAborted);
         }
         catch (GrainException e) when (e.Code == "number_mismatch")
         {
-            await audit.RecordAsync(context, caller.UserId, AuditActions.QrRejected, caller.DeviceId, sessionId: id, detail: "wrong number picked");
+            audit.Noted(context, caller.UserId, AuditActions.QrRejected, caller.DeviceId, sessionId: id);
             throw;
         }
-        await audit.RecordAsync(context, caller.UserId, AuditActions.QrApproved, caller.DeviceId, sessionId: id);
+        audit.Noted(context, caller.UserId, AuditActions.QrApproved, caller.DeviceId, sessionId: id);
         return TypedResults.Ok(new StateResponse(approved.State));
     }
 
@@ -328,10 +328,14 @@ public static class QrSessionsApi
     {
         var caller = context.Caller();
         var grain = SessionGrainForPhone(grains, id);
-        var rejected = await grain.RejectAsync(caller.UserId, context.RequestAborted);
-        await audit.RecordAsync(context, caller.UserId, AuditActions.QrRejected, caller.DeviceId, sessionId: id, detail: "rejected on the phone");
+        var rejected = await grain.RejectAsync(caller.UserId, Phone(context, caller), context.RequestAborted);
+        audit.Noted(context, caller.UserId, AuditActions.QrRejected, caller.DeviceId, sessionId: id);
         return TypedResults.Ok(new StateResponse(rejected.State));
     }
+
+    /// <summary>The phone as its user's audit trail names it; the session keeps the entries until the ceremony ends.</summary>
+    private static PhoneActor Phone(HttpContext context, Caller caller) =>
+        new(caller.DeviceId, AuditTrail.CallerClient(context), context.ClientIp());
 
     private static IQrSessionGrain SessionGrainForPhone(IGrainFactory grains, string id) =>
         SessionIds.IsWellFormed(id) ? grains.Grain<IQrSessionGrain>(id) : throw Errors.QrInvalid();

@@ -13,16 +13,21 @@ public interface ISessionWatcher
 }
 
 /// <summary>
-/// This node's listening to QR sessions: one <see cref="IQrSessionListener"/> per watched session, listed with its
-/// grain however many desktops on this node watch it, and unlisted when the last of them leaves.
+/// This node's listening to QR sessions, the way Orleans' GPSTracker sample does it: one <see cref="IQrSessionListener"/>
+/// for the whole node, listed with each session a desktop here waits on (in the same call that checks the desktop's
+/// token and reads the snapshot), and never unlisted: a session's listing ends with the session, and a change of a
+/// session nobody here waits on any more is dropped on arrival.
 /// The listing lives in the activation's memory, so when the cluster's membership changes (a dead silo's sessions
 /// come back elsewhere, without it) every watched session is listed again, a few times while the cluster settles,
 /// and every watcher re-reads its snapshot: a change of that window reaches its desktop a little late, never not at all.
 /// </summary>
 public sealed partial class SessionWatches(IClusterClient cluster, IServiceProvider services, ILogger<SessionWatches> log)
-    : BackgroundService
+    : BackgroundService, IQrSessionListener
 {
-    private readonly Dictionary<string, Watch> _watches = [];
+    /// <summary>The watchers of each session watched here; an array, replaced whole, so a change reads it without a lock.</summary>
+    private readonly Dictionary<string, ISessionWatcher[]> _watches = [];
+    private readonly object _referenceLock = new();
+    private IQrSessionListener? _reference;
 
     /// <summary>Sessions with at least one watcher on this node.</summary>
     public int Count
@@ -37,151 +42,119 @@ public sealed partial class SessionWatches(IClusterClient cluster, IServiceProvi
     }
 
     /// <summary>
-    /// One watched session on this node. Its own listener reference (made locally, no call): a watch that ends while
-    /// the next one for the same session begins can never unlist its successor.
+    /// This node's listener as the sessions address it: made once (no call), on first use, since the cluster client
+    /// may not be connected while the node starts. The runtime holds an observer only weakly: this service keeps it alive.
     /// </summary>
-    private sealed class Watch : IQrSessionListener
+    private IQrSessionListener Reference
     {
-        private readonly SessionWatches _owner;
-
-        public Watch(SessionWatches owner, IClusterClient cluster, string sessionId)
+        get
         {
-            _owner = owner;
-            SessionId = sessionId;
-            // The runtime holds an observer only weakly: this watch, kept in the table, keeps it alive.
-            Reference = cluster.CreateObjectReference<IQrSessionListener>(this);
-        }
-
-        public string SessionId { get; }
-        public IQrSessionListener Reference { get; }
-        public ISessionWatcher[] Watchers = [];
-        public Task? Listening;
-
-        public Task ChangedAsync(QrSessionChanged change)
-        {
-            foreach (var w in Volatile.Read(ref Watchers))
+            if (Volatile.Read(ref _reference) is { } made)
             {
-                w.OnChanged(change);
+                return made;
             }
-            return Task.CompletedTask;
-        }
-
-        public Task ListenAgainAsync(string sessionId)
-        {
-            _ = _owner.ListenAgainAsync([this]);
-            return Task.CompletedTask;
+            lock (_referenceLock)
+            {
+                return _reference ??= cluster.CreateObjectReference<IQrSessionListener>(this);
+            }
         }
     }
 
     /// <summary>
-    /// Adds a watcher; the node is listed with the session when this returns, so a snapshot read afterwards misses no
-    /// change. Dispose the result to leave.
+    /// Adds a watcher and answers the session's snapshot: the node is listed with the session by then, so no change
+    /// after the snapshot is missed. A wrong token throws (401), and the watcher is gone again. Dispose the first
+    /// result to leave.
     /// </summary>
-    public async Task<IAsyncDisposable> WatchAsync(string sessionId, ISessionWatcher watcher)
+    public async Task<(IAsyncDisposable Leave, QrSessionSnapshot Snapshot)> WatchAsync(
+        string sessionId, string desktopToken, ISessionWatcher watcher, CancellationToken ct)
     {
-        Watch watch;
-        lock (_watches)
-        {
-            if (!_watches.TryGetValue(sessionId, out watch!))
-            {
-                watch = new Watch(this, cluster, sessionId);
-                _watches[sessionId] = watch;
-            }
-            watch.Watchers = [.. watch.Watchers, watcher];
-            watch.Listening ??= Grain(sessionId).ListenAsync(watch.Reference);
-        }
+        // Before the call: a change the session pushes while the answer is on its way finds the watcher (which keeps
+        // only newer versions, so the answer and the change arrive in either order).
+        Add(sessionId, watcher);
         try
         {
-            await watch.Listening.ConfigureAwait(false);
+            var snapshot = await Grain(sessionId).WatchAsync(desktopToken, Reference, ct).ConfigureAwait(false);
+            return (new Leave(this, sessionId, watcher), snapshot);
         }
         catch
         {
-            lock (_watches)
-            {
-                if (watch.Listening is { IsFaulted: true })
-                {
-                    watch.Listening = null; // the next watcher tries again
-                }
-            }
-            await LeaveAsync(watch, watcher).ConfigureAwait(false);
+            Remove(sessionId, watcher);
             throw;
         }
-        return new Leave(this, watch, watcher);
     }
 
     private IQrSessionGrain Grain(string sessionId) => cluster.Grain<IQrSessionGrain>(sessionId);
 
-    private async Task LeaveAsync(Watch watch, ISessionWatcher watcher)
+    private void Add(string sessionId, ISessionWatcher watcher)
     {
-        bool last;
         lock (_watches)
         {
-            watch.Watchers = [.. watch.Watchers.Where(w => w != watcher)];
-            last = watch.Watchers.Length == 0 && _watches.TryGetValue(watch.SessionId, out var current) && current == watch;
-            if (last)
-            {
-                _watches.Remove(watch.SessionId);
-            }
-        }
-        if (!last)
-        {
-            return;
-        }
-        try
-        {
-            if (watch.Listening is { IsCompletedSuccessfully: true })
-            {
-                await Grain(watch.SessionId).UnlistenAsync(watch.Reference).ConfigureAwait(false);
-            }
-        }
-        catch (Exception e)
-        {
-            // The cluster is unreachable: the listing ends with the activation, and a message to a deleted
-            // reference is dropped.
-            LogUnlistenFailed(log, e);
-        }
-        finally
-        {
-            _ = DeleteLaterAsync(watch.Reference);
+            _watches[sessionId] = _watches.TryGetValue(sessionId, out var those) ? [.. those, watcher] : [watcher];
         }
     }
 
-    /// <summary>
-    /// A change the grain sent one-way just before it took the unlisting can arrive after the unlisting's answer;
-    /// Orleans logs a message to a deleted reference as an Error ("Unexpected target grain"), about twice per
-    /// thousand ceremonies under load. So the reference stays a little longer; its watch has no watchers left, and a
-    /// late change reaches nobody.
-    /// </summary>
-    private async Task DeleteLaterAsync(IQrSessionListener reference)
+    private void Remove(string sessionId, ISessionWatcher watcher)
     {
-        await Task.Delay(LateChangeGrace).ConfigureAwait(false);
-        cluster.DeleteObjectReference<IQrSessionListener>(reference);
+        lock (_watches)
+        {
+            if (!_watches.TryGetValue(sessionId, out var those))
+            {
+                return;
+            }
+            var left = those.Where(w => w != watcher).ToArray();
+            if (left.Length == 0)
+            {
+                _watches.Remove(sessionId);
+            }
+            else
+            {
+                _watches[sessionId] = left;
+            }
+        }
     }
 
-    private static readonly TimeSpan LateChangeGrace = TimeSpan.FromSeconds(2);
+    private ISessionWatcher[] WatchersOf(string sessionId)
+    {
+        lock (_watches)
+        {
+            return _watches.TryGetValue(sessionId, out var those) ? those : [];
+        }
+    }
+
+    Task IQrSessionListener.ChangedAsync(QrSessionChanged change)
+    {
+        foreach (var w in WatchersOf(change.Snapshot.SessionId))
+        {
+            w.OnChanged(change);
+        }
+        return Task.CompletedTask;
+    }
+
+    Task IQrSessionListener.ListenAgainAsync(string sessionId)
+    {
+        _ = ListenAgainAsync([sessionId]);
+        return Task.CompletedTask;
+    }
 
     /// <summary>Lists this node again with each session (bringing back an activation that went away), then its watchers re-read.</summary>
-    private async Task ListenAgainAsync(Watch[] watches)
+    private async Task ListenAgainAsync(string[] sessionIds)
     {
-        await Parallel.ForEachAsync(watches, new ParallelOptions { MaxDegreeOfParallelism = 64 }, async (watch, _) =>
+        await Parallel.ForEachAsync(sessionIds, new ParallelOptions { MaxDegreeOfParallelism = 64 }, async (sessionId, _) =>
         {
-            lock (_watches)
+            if (WatchersOf(sessionId).Length == 0)
             {
-                if (!_watches.TryGetValue(watch.SessionId, out var current) || current != watch)
-                {
-                    return; // left meanwhile: its reference is deleted
-                }
+                return; // nobody here waits on it any more
             }
             try
             {
-                await Grain(watch.SessionId).ListenAsync(watch.Reference).ConfigureAwait(false);
+                await Grain(sessionId).ListenAsync(Reference).ConfigureAwait(false);
             }
             catch (Exception e)
             {
                 // Still settling (the silo that held it is not yet declared dead): the next round lists it.
                 LogListenAgainFailed(log, e);
             }
-            Resync(watch);
+            Resync(sessionId);
         }).ConfigureAwait(false);
     }
 
@@ -208,23 +181,23 @@ public sealed partial class SessionWatches(IClusterClient cluster, IServiceProvi
     /// <summary>Every watcher on this node re-reads its snapshot.</summary>
     public void ResyncAll()
     {
-        foreach (var watch in All())
+        foreach (var sessionId in All())
         {
-            Resync(watch);
+            Resync(sessionId);
         }
     }
 
-    private Watch[] All()
+    private string[] All()
     {
         lock (_watches)
         {
-            return [.. _watches.Values];
+            return [.. _watches.Keys];
         }
     }
 
-    private static void Resync(Watch watch)
+    private void Resync(string sessionId)
     {
-        foreach (var w in Volatile.Read(ref watch.Watchers))
+        foreach (var w in WatchersOf(sessionId))
         {
             w.OnResync();
         }
@@ -255,19 +228,22 @@ public sealed partial class SessionWatches(IClusterClient cluster, IServiceProvi
         }
     }
 
-    private sealed class Leave(SessionWatches owner, Watch watch, ISessionWatcher watcher) : IAsyncDisposable
+    private sealed class Leave(SessionWatches owner, string sessionId, ISessionWatcher watcher) : IAsyncDisposable
     {
         private int _left;
 
-        public ValueTask DisposeAsync() =>
-            Interlocked.Exchange(ref _left, 1) == 0 ? new ValueTask(owner.LeaveAsync(watch, watcher)) : ValueTask.CompletedTask;
+        public ValueTask DisposeAsync()
+        {
+            if (Interlocked.Exchange(ref _left, 1) == 0)
+            {
+                owner.Remove(sessionId, watcher);
+            }
+            return ValueTask.CompletedTask;
+        }
     }
 
     [LoggerMessage(LogLevel.Debug, "Listing this node again with a session failed; the next round tries again")]
     private static partial void LogListenAgainFailed(ILogger log, Exception e);
-
-    [LoggerMessage(LogLevel.Debug, "Unlisting this node from a session failed")]
-    private static partial void LogUnlistenFailed(ILogger log, Exception e);
 }
 
 /// <summary>

@@ -22,22 +22,14 @@ public sealed class SnapshotFeed : ISessionWatcher, IAsyncDisposable
         _desktopToken = desktopToken;
     }
 
-    /// <summary>Subscribes first, then reads, so no change between the two is missed. Throws 401 for a bad token.</summary>
+    /// <summary>Listens and reads in one call, so no change after the snapshot is missed. Throws 401 for a bad token.</summary>
     public static async Task<(SnapshotFeed Feed, QrSessionSnapshot Snapshot)> OpenAsync(
         IGrainFactory grains, SessionWatches watches, string sessionId, string desktopToken, CancellationToken ct)
     {
-        var grain = grains.Grain<IQrSessionGrain>(sessionId);
-        var feed = new SnapshotFeed(grain, desktopToken);
-        try
-        {
-            feed._watch = await watches.WatchAsync(sessionId, feed).ConfigureAwait(false);
-            return (feed, await grain.GetSnapshotAsync(desktopToken, ct).ConfigureAwait(false));
-        }
-        catch
-        {
-            await feed.DisposeAsync().ConfigureAwait(false);
-            throw;
-        }
+        var feed = new SnapshotFeed(grains.Grain<IQrSessionGrain>(sessionId), desktopToken);
+        var (watch, snapshot) = await watches.WatchAsync(sessionId, desktopToken, feed, ct).ConfigureAwait(false);
+        feed._watch = watch;
+        return (feed, snapshot);
     }
 
     /// <summary>The next snapshot newer than <paramref name="haveVersion"/>; null if the session is gone (deleted after its grace period).</summary>

@@ -70,7 +70,7 @@ public static partial class DevicesApi
         return TypedResults.Ok(devices.Select(d => Response(d, caller.DeviceId)).ToArray());
     }
 
-    private static async Task<NoContent> RevokeAsync(string id, HttpContext context, IGrainFactory grains, AuditTrail audit)
+    private static async Task<NoContent> RevokeAsync(string id, HttpContext context, IGrainFactory grains, AuditTrail audit, DeviceStatus status)
     {
         var caller = context.Caller();
         if (DeviceIds.UserOf(id) != caller.UserId)
@@ -78,6 +78,7 @@ public static partial class DevicesApi
             throw Errors.NotFound("The device");
         }
         await grains.GetGrain<IUserGrain>(caller.UserId).RevokeDeviceAsync(id, context.RequestAborted);
+        status.Forget(id); // at once here; other nodes hear of it on the revocation stream
         var name = (await grains.GetGrain<IDeviceGrain>(id).GetAsync(CancellationToken.None))?.Device.Name;
         await audit.RecordAsync(context, caller.UserId, AuditActions.DeviceRevoked, caller.DeviceId, deviceId: id,
             detail: name is null ? null : $"signed out {name}");
@@ -85,7 +86,7 @@ public static partial class DevicesApi
     }
 
     private static async Task<Ok<TokenResponse>> RefreshAsync(
-        HttpContext context, IGrainFactory grains, AccessTokens tokens, DpopProofs proofs, AuditTrail audit, RefreshRequest body)
+        HttpContext context, IGrainFactory grains, AccessTokens tokens, DpopProofs proofs, AuditTrail audit, DeviceStatus status, RefreshRequest body)
     {
         var parts = body.RefreshToken?.Split('.');
         if (parts is not [var deviceId, var secret] || DeviceIds.UserOf(deviceId) is not { } userId || secret.Length is 0 or > 128)
@@ -103,6 +104,7 @@ public static partial class DevicesApi
         }
         catch (GrainException e) when (e.Code == "refresh_token_reused")
         {
+            status.Forget(deviceId);
             await audit.RecordAsync(context, userId, AuditActions.RefreshTokenReused, deviceId: deviceId,
                 detail: "a used refresh token came back; the device was signed out");
             throw;

@@ -53,6 +53,14 @@ public interface IAuditGrain : IGrainWithStringKey
     [Alias("Append")]
     Task<AuditEntry> AppendAsync(AuditEntry entry, CancellationToken ct = default);
 
+    /// <summary>
+    /// Appends the entries a QR session kept (stamped when they happened), in time order among the others, once each: an
+    /// entry already held (same session, action and time) is not appended again, so the session may send them again
+    /// after a failure or a restart.
+    /// </summary>
+    [Alias("AppendSession")]
+    Task AppendSessionAsync(IReadOnlyList<AuditEntry> entries, CancellationToken ct = default);
+
     /// <summary>Entries with <paramref name="from"/> ≤ At &lt; <paramref name="to"/> (either open), newest first, at most <paramref name="max"/>.</summary>
     [Alias("List")]
     Task<IReadOnlyList<AuditEntry>> ListAsync(DateTimeOffset? from, DateTimeOffset? to, int max, CancellationToken ct = default);

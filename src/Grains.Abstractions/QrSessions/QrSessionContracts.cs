@@ -132,14 +132,15 @@ public interface IQrSessionGrain : IGrainWithStringKey
     [Alias("GetSnapshot")]
     Task<QrSessionSnapshot> GetSnapshotAsync(string desktopToken, CancellationToken ct = default);
 
+    /// <param name="phone">Who scanned, for the user's audit trail (null: nothing to record, as in a grain test).</param>
     [Alias("Scan")]
-    Task<ScanResult> ScanAsync(string qrSecret, string userId, string scannerIp, CancellationToken ct = default);
+    Task<ScanResult> ScanAsync(string qrSecret, string userId, string scannerIp, PhoneActor? phone = null, CancellationToken ct = default);
 
     [Alias("Approve")]
-    Task<QrSessionSnapshot> ApproveAsync(string userId, string number, CancellationToken ct = default);
+    Task<QrSessionSnapshot> ApproveAsync(string userId, string number, PhoneActor? phone = null, CancellationToken ct = default);
 
     [Alias("Reject")]
-    Task<QrSessionSnapshot> RejectAsync(string userId, CancellationToken ct = default);
+    Task<QrSessionSnapshot> RejectAsync(string userId, PhoneActor? phone = null, CancellationToken ct = default);
 
     [Alias("Cancel")]
     Task<QrSessionSnapshot> CancelAsync(string desktopToken, CancellationToken ct = default);
@@ -165,25 +166,42 @@ public interface IQrSessionGrain : IGrainWithStringKey
     /// The grant <paramref name="grantId"/> was delivered: approved → completed. Only the latest begun grant confirms
     /// (an older one's refresh token was replaced); confirming it again is a no-op.
     /// </summary>
+    /// <param name="desktopIp">Where the claim came from: the linked device's entry in the user's audit trail says so.</param>
     [Alias("ConfirmClaim")]
-    Task<QrSessionSnapshot> ConfirmClaimAsync(string desktopToken, string grantId, CancellationToken ct = default);
+    Task<QrSessionSnapshot> ConfirmClaimAsync(string desktopToken, string grantId, string? desktopIp = null, CancellationToken ct = default);
 
     /// <summary>
-    /// Pushes every later change to <paramref name="listener"/> (a node's, see <see cref="IQrSessionListener"/>) until
-    /// it unlistens or the activation ends. Idempotent, so a node may call it again whenever it doubts it is listed.
+    /// A desktop starts waiting on this node, in one call: checks <paramref name="desktopToken"/>, lists the node's
+    /// <paramref name="listener"/> (idempotent: a node has one for all its sessions) and answers the snapshot, so a change
+    /// after the answer always reaches the node. A node is never unlisted: the listing ends with the session.
+    /// </summary>
+    [Alias("Watch")]
+    Task<QrSessionSnapshot> WatchAsync(string desktopToken, IQrSessionListener listener, CancellationToken ct = default);
+
+    /// <summary>
+    /// Lists <paramref name="listener"/> again without a token: a node that is already waiting on the session doubts
+    /// its listing (the activation moved, the cluster's membership changed). Idempotent.
     /// </summary>
     [Alias("Listen")]
     Task ListenAsync(IQrSessionListener listener, CancellationToken ct = default);
-
-    [Alias("Unlisten")]
-    Task UnlistenAsync(IQrSessionListener listener, CancellationToken ct = default);
 }
 
 /// <summary>
-/// A gateway node's receiver of the changes of every session watched there: a grain observer, so a change is one
-/// direct message from the session's activation to each node that waits on it (no stream queue to poll, no
-/// subscription state to store). Listeners live only in the activation's memory: a node listens again when the
-/// cluster's membership changes (the activation may have moved with a dead silo) and when told to.
+/// The phone that acted, as the user's audit trail names it: the device, the client it ran in ("Chrome 120 on
+/// Android") and its IP. The session keeps the entries it makes of it and hands them to the trail once it ends.
+/// </summary>
+[GenerateSerializer, Immutable, Alias("qrorleans.PhoneActor")]
+public sealed record PhoneActor(
+    [property: Id(0)] string DeviceId,
+    [property: Id(1)] string Client,
+    [property: Id(2)] string Ip);
+
+/// <summary>
+/// A gateway node's one receiver of the changes of every session watched there (Orleans' GPSTracker shape): a grain
+/// observer, so a change is one direct message from the session's activation to each node that waits on it (no stream
+/// queue to poll, no subscription state to store). The change names its session. Listeners live only in the
+/// activation's memory: a node listens again when the cluster's membership changes (the activation may have moved
+/// with a dead silo) and when told to.
 /// </summary>
 [Alias("qrorleans.IQrSessionListener")]
 public interface IQrSessionListener : IGrainObserver

@@ -121,6 +121,25 @@ public interface ISigningKeyGrain : IGrainWithStringKey
 }
 
 /// <summary>
+/// The cluster-wide notice that a device was signed out: every gateway node follows the one stream
+/// (<see cref="DeviceStreams"/>) and drops what it remembers of the device, so its tokens stop working on
+/// every node at once, not when the node's short-lived memory of it runs out.
+/// </summary>
+[GenerateSerializer, Immutable, Alias("qrorleans.DeviceRevoked")]
+public sealed record DeviceRevoked([property: Id(0)] string DeviceId);
+
+public static class DeviceStreams
+{
+    /// <summary>
+    /// The one stream of <see cref="DeviceRevoked"/> notices (this namespace, key <see cref="Key"/>) on the
+    /// <see cref="OrleansNames.Streams"/> provider.
+    /// </summary>
+    public const string Namespace = "device-revocations";
+
+    public const string Key = "all";
+}
+
+/// <summary>
 /// One device of a user (key = device id "&lt;userId&gt;-&lt;random&gt;"): its refresh token hash and revocation.
 /// A grain of its own so that a user with many linked devices (an operator's agent fleet) costs nothing extra
 /// on each bearer call, which asks only this small grain.

@@ -35,6 +35,26 @@ public sealed class AuditGrain(
         return stamped;
     }
 
+    public async Task AppendSessionAsync(IReadOnlyList<AuditEntry> entries, CancellationToken ct)
+    {
+        var held = trail.RecordExists ? trail.State.Entries : [];
+        var fresh = entries.Where(e => !held.Any(h => h.At == e.At && h.Action == e.Action && h.SessionId == e.SessionId)).ToArray();
+        if (fresh.Length == 0)
+        {
+            return;
+        }
+        var first = !trail.RecordExists;
+        // Kept in time order (Trim keeps the newest by position): a session's entries may be older than what other
+        // sessions appended meanwhile.
+        var merged = held.Concat(fresh).OrderBy(e => e.At).ToArray();
+        trail.State = new AuditState { Entries = Trim(merged, time.GetUtcNow(), options.MaxEntries) };
+        await trail.PersistAsync(this);
+        if (first)
+        {
+            await this.KeepReminderAsync(TrimReminder, options.TrimInterval, needed: true);
+        }
+    }
+
     public Task<IReadOnlyList<AuditEntry>> ListAsync(DateTimeOffset? from, DateTimeOffset? to, int max, CancellationToken ct)
     {
         if (!trail.RecordExists)

@@ -3,6 +3,7 @@ using System.Security.Cryptography;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Orleans.Utilities;
+using QrOrleans.Audit;
 using QrOrleans.KeyBinding;
 using QrOrleans.QrSessions;
 using QrOrleans.Users;
@@ -13,24 +14,37 @@ namespace QrOrleans.Grains.QrSessions;
 /// <summary>Persisted state of one QR sign-in. Holds hashes of the desktop token and of superseded QR secrets.</summary>
 public sealed record QrSessionState
 {
-    /// <summary>Storage providers print a grain's state in their Trace logs: the live QR secret never goes with it.</summary>
+    /// <summary>Storage providers print a grain's state in their Trace logs: the QR seed and secret never go with it.</summary>
     private bool PrintMembers(System.Text.StringBuilder builder)
     {
         builder.Append("Version = ").Append(Version).Append(", State = ").Append(State).Append(", Rotation = ").Append(Rotation)
-            .Append(", ExpiresAt = ").Append(ExpiresAt).Append(", QrSecret = (redacted)");
+            .Append(", ExpiresAt = ").Append(ExpiresAt).Append(", QrSeed = (redacted)");
         return true;
     }
 
-    /// <summary>Counts transitions; stamped on every stream event so watchers keep only newer snapshots.</summary>
+    /// <summary>
+    /// Counts transitions; stamped on every pushed change so watchers keep only newer snapshots. A rotation counts
+    /// too, though it is not written: while pending, the version is the stored one plus the rotations since.
+    /// </summary>
     public long Version { get; init; }
     public required string State { get; init; }
     public required string DesktopTokenHash { get; init; }
     public required Requester Requester { get; init; }
     public required DateTimeOffset ExpiresAt { get; init; }
-    public required string QrSecret { get; init; }
+
+    /// <summary>
+    /// Every rotation's QR secret is derived from this (HMAC of the rotation number), so a rotation needs no write: an
+    /// activation that comes back after a crash derives the same code from the time and the seed.
+    /// </summary>
+    public string? QrSeed { get; init; }
+
+    /// <summary>The live secret as builds before the seed stored it; read only for sessions they started.</summary>
+    public string? QrSecret { get; init; }
+
     public required int Rotation { get; init; }
     public required int MaxRotations { get; init; }
     public required DateTimeOffset QrExpiresAt { get; init; }
+    /// <summary>Hashes of superseded secrets of a session started before the seed (later ones are derived).</summary>
     public IReadOnlyList<string> SupersededSecretHashes { get; init; } = [];
     public string? ScannerUserId { get; init; }
     public string? ScannerIp { get; init; }
@@ -47,19 +61,23 @@ public sealed record QrSessionState
     /// </summary>
     public string? TraceParent { get; init; }
 
-    /// <summary>
-    /// The grant being handed out: set with <see cref="DeviceId"/> by each begun claim while the session is still
-    /// approved (a "grant pending" mark), and the one that confirmed once completed. Null before any claim began.
-    /// </summary>
+    /// <summary>The grant that confirmed the claim (stored with completed); a begun one lives in the activation only.</summary>
     public string? GrantId { get; init; }
+
+    /// <summary>
+    /// What the ceremony adds to the scanning user's audit trail, written with the transitions that cause it and handed
+    /// to the trail once, when the session has ended (again after a failure: the trail takes each entry once).
+    /// </summary>
+    public IReadOnlyList<AuditEntry> Audit { get; init; } = [];
 }
 
 /// <summary>
 /// The QR sign-in ceremony: pending → scanned → approved → completed, or rejected / cancelled / expired.
 /// One method per transition; each checks the state it may start from and writes once. Time-driven transitions
 /// (QR rotation, windows running out, deletion after the grace period) run on a grain timer while the session
-/// is active; a durable reminder brings it back if its silo dies; and every call applies what is overdue first,
-/// so a late timer never lets a caller act past a deadline.
+/// is active; a durable reminder, due at the session's natural end, brings it back if its silo dies; and every call
+/// applies what is overdue first, so a late timer never lets a caller act past a deadline. A rotation is not written:
+/// its code is derived from the stored seed and the time.
 /// Placed on the silo of the gateway that created it: the desktop that waits on it is connected there, so its
 /// reads and pushes stay local (Orleans' default, resource-optimized placement may put it anywhere).
 /// </summary>
@@ -77,9 +95,22 @@ public sealed partial class QrSessionGrain(
     /// <summary>Longer than any session runs, so a listed node is never dropped for age while its session lives.</summary>
     private static readonly TimeSpan ListenerLease = TimeSpan.FromHours(1);
 
+    /// <summary>How soon a hand-over of the audit entries that failed (the trail's storage away) is tried again.</summary>
+    private static readonly TimeSpan AuditRetry = TimeSpan.FromSeconds(5);
+
     private IGrainTimer? _deadline;
     private DateTimeOffset? _armedFor;
     private readonly ObserverManager<IQrSessionListener> _listeners = new(ListenerLease, log);
+
+    /// <summary>The handle the registration returned: unregistering with it costs no lookup.</summary>
+    private IGrainReminder? _recovery;
+
+    /// <summary>The grant a begun claim is handing out; lost with the activation, which makes its confirmation retry.</summary>
+    private string? _grant;
+
+    /// <summary>Set once this activation handed the ended ceremony's entries to the audit trail; until then, when to try.</summary>
+    private bool _auditHandedOver;
+    private DateTimeOffset? _auditRetryAt;
 
     private string Key => this.GetPrimaryKeyString();
 
@@ -103,15 +134,16 @@ public sealed partial class QrSessionGrain(
         }
     }
 
+    public async Task<QrSessionSnapshot> WatchAsync(string desktopToken, IQrSessionListener listener, CancellationToken ct)
+    {
+        var s = await DesktopAsync(desktopToken);
+        _listeners.Subscribe(listener, listener);
+        return Snapshot(s);
+    }
+
     public Task ListenAsync(IQrSessionListener listener, CancellationToken ct)
     {
         _listeners.Subscribe(listener, listener);
-        return Task.CompletedTask;
-    }
-
-    public Task UnlistenAsync(IQrSessionListener listener, CancellationToken ct)
-    {
-        _listeners.Unsubscribe(listener);
         return Task.CompletedTask;
     }
 
@@ -143,20 +175,22 @@ public sealed partial class QrSessionGrain(
         }
         var desktopToken = Secrets.NewToken(32);
         var now = Now;
+        var expiresAt = now + options.QrTtl * options.MaxRotations;
         var snapshot = await CommitAsync(new QrSessionState
         {
             State = Pending,
             DesktopTokenHash = Secrets.Hash(desktopToken),
             Requester = requester,
-            ExpiresAt = now + options.QrTtl * options.MaxRotations,
-            QrSecret = Secrets.NewToken(16),
+            ExpiresAt = expiresAt,
+            QrSeed = Secrets.NewToken(32),
             Rotation = 1,
             MaxRotations = options.MaxRotations,
             QrExpiresAt = now + options.QrTtl,
             TraceParent = traceParent,
         });
-        // Durable: if this silo dies, the session comes back elsewhere and still expires and is deleted.
-        await this.KeepReminderAsync(RecoveryReminder, options.RecoveryPeriod, needed: true);
+        // Durable: if this silo dies, the session comes back elsewhere and still expires and is deleted. Its first tick
+        // is the session's natural end, so a ceremony that finishes in time never sees it.
+        _recovery = await this.RegisterOrUpdateReminder(RecoveryReminder, expiresAt - now, options.RecoveryPeriod);
         return new SessionCreated(Key, desktopToken, snapshot);
     }
 
@@ -166,24 +200,25 @@ public sealed partial class QrSessionGrain(
         return Snapshot(s);
     }
 
-    public Task<ScanResult> ScanAsync(string qrSecret, string userId, string scannerIp, CancellationToken ct) =>
-        StepAsync("scan", () => ScanCoreAsync(qrSecret, userId, scannerIp));
+    public Task<ScanResult> ScanAsync(string qrSecret, string userId, string scannerIp, PhoneActor? phone, CancellationToken ct) =>
+        StepAsync("scan", () => ScanCoreAsync(qrSecret, userId, scannerIp, phone));
 
-    private async Task<ScanResult> ScanCoreAsync(string qrSecret, string userId, string scannerIp)
+    private async Task<ScanResult> ScanCoreAsync(string qrSecret, string userId, string scannerIp, PhoneActor? phone)
     {
         if (!session.RecordExists)
         {
             throw Errors.QrInvalid();
         }
         var s = await CatchUpAsync() ?? throw Errors.QrInvalid();
-        if (!Secrets.FixedTimeEquals(qrSecret, s.QrSecret))
+        if (!Secrets.FixedTimeEquals(qrSecret, SecretOf(s, s.Rotation)))
         {
-            throw s.SupersededSecretHashes.Contains(Secrets.Hash(qrSecret)) ? Errors.QrExpired() : Errors.QrInvalid();
+            throw IsSuperseded(s, qrSecret) ? Errors.QrExpired() : Errors.QrInvalid();
         }
         switch (s.State)
         {
             case Pending:
                 var number = RandomNumberGenerator.GetInt32(10, 100);
+                var r = s.Requester;
                 await CommitAsync(s with
                 {
                     State = Scanned,
@@ -192,6 +227,7 @@ public sealed partial class QrSessionGrain(
                     NumberMatch = number.ToString(System.Globalization.CultureInfo.InvariantCulture),
                     NumberChoices = NumberChoices(number),
                     ApproveBefore = Now + options.ApprovalWindow,
+                    Audit = Noted(s, phone, AuditActions.QrScanned, $"{r.ClientName} ({r.ClientKind}) at {r.Ip} asked to sign in"),
                 });
                 return ScanView(session.State);
             case Scanned or Approved when s.ScannerUserId != userId:
@@ -205,28 +241,28 @@ public sealed partial class QrSessionGrain(
         }
     }
 
-    public Task<QrSessionSnapshot> ApproveAsync(string userId, string number, CancellationToken ct) =>
-        StepAsync("approve", () => ApproveCoreAsync(userId, number));
+    public Task<QrSessionSnapshot> ApproveAsync(string userId, string number, PhoneActor? phone, CancellationToken ct) =>
+        StepAsync("approve", () => ApproveCoreAsync(userId, number, phone));
 
-    private async Task<QrSessionSnapshot> ApproveCoreAsync(string userId, string number)
+    private async Task<QrSessionSnapshot> ApproveCoreAsync(string userId, string number, PhoneActor? phone)
     {
         var s = await ScannerOnlyAsync(userId, "approve");
         if (!Secrets.FixedTimeEquals(number, s.NumberMatch!))
         {
             // A wrong pick ends the session, and the phone is told why.
-            await CommitAsync(s with { State = Rejected, EndedAt = Now });
+            await CommitAsync(s with { State = Rejected, EndedAt = Now, Audit = Noted(s, phone, AuditActions.QrRejected, "wrong number picked") });
             throw Errors.NumberMismatch();
         }
-        return await CommitAsync(s with { State = Approved, ClaimBefore = Now + options.ClaimWindow });
+        return await CommitAsync(s with { State = Approved, ClaimBefore = Now + options.ClaimWindow, Audit = Noted(s, phone, AuditActions.QrApproved) });
     }
 
-    public Task<QrSessionSnapshot> RejectAsync(string userId, CancellationToken ct) =>
-        StepAsync("reject", () => RejectCoreAsync(userId));
+    public Task<QrSessionSnapshot> RejectAsync(string userId, PhoneActor? phone, CancellationToken ct) =>
+        StepAsync("reject", () => RejectCoreAsync(userId, phone));
 
-    private async Task<QrSessionSnapshot> RejectCoreAsync(string userId)
+    private async Task<QrSessionSnapshot> RejectCoreAsync(string userId, PhoneActor? phone)
     {
         var s = await ScannerOnlyAsync(userId, "reject");
-        return await CommitAsync(s with { State = Rejected, EndedAt = Now });
+        return await CommitAsync(s with { State = Rejected, EndedAt = Now, Audit = Noted(s, phone, AuditActions.QrRejected, "rejected on the phone") });
     }
 
     public Task<QrSessionSnapshot> CancelAsync(string desktopToken, CancellationToken ct) =>
@@ -264,7 +300,7 @@ public sealed partial class QrSessionGrain(
         switch (s.State)
         {
             case Approved:
-                var deviceId = s.DeviceId ?? s.ScannerUserId + "-" + Secrets.NewHexId(8);
+                var deviceId = DeviceIdOf(s);
                 await CommitAsync(s with { State = Completed, DeviceId = deviceId, EndedAt = Now });
                 return new ClaimGrant(s.ScannerUserId!, deviceId, s.Requester.ClientName, s.Requester.ClientKind, s.Requester.Ip);
             default:
@@ -278,7 +314,8 @@ public sealed partial class QrSessionGrain(
     /// <summary>
     /// The public state stays approved while a grant is pending: completed tells the desktop and its watchers that the
     /// tokens were handed out, which is only true once the gateway confirms, and staying approved keeps the claim
-    /// window (ClaimBefore) running, so a retry is possible exactly while a first claim was.
+    /// window (ClaimBefore) running, so a retry is possible exactly while a first claim was. Nothing is written: the
+    /// device id is derived from the session, so every retry, on any activation, registers the same device.
     /// </summary>
     private async Task<ClaimGrant> BeginClaimCoreAsync(string desktopToken, string? proofThumbprint)
     {
@@ -292,27 +329,33 @@ public sealed partial class QrSessionGrain(
         {
             throw ClaimRefusal(s);
         }
-        // One device per session, whatever the number of retries: its id is chosen by the first claim and kept.
-        var deviceId = s.DeviceId ?? s.ScannerUserId + "-" + Secrets.NewHexId(8);
-        var grantId = Secrets.NewToken(16);
-        await RecordAsync(s with { DeviceId = deviceId, GrantId = grantId });
-        // Inside this turn, so no other claim, expiry or cancel of this session interleaves: the latest grant id always
-        // goes with the device's current refresh token (a retry rotates out the one an earlier attempt never delivered).
+        var deviceId = DeviceIdOf(s);
+        // Inside this turn, so no other claim, expiry or cancel of this session interleaves: the latest grant always goes
+        // with the device's current refresh token (a retry rotates out the one an earlier attempt never delivered).
         var key = s.Requester.KeyThumbprint;
         var device = await GrainFactory.Grain<IUserGrain>(s.ScannerUserId!)
             .AddDeviceAsync(new NewDevice(deviceId, s.Requester.ClientName, s.Requester.ClientKind, s.Requester.Ip, key), CancellationToken.None);
-        return new ClaimGrant(s.ScannerUserId!, deviceId, s.Requester.ClientName, s.Requester.ClientKind, s.Requester.Ip, grantId, device, key);
+        _grant = Secrets.NewToken(16);
+        return new ClaimGrant(s.ScannerUserId!, deviceId, s.Requester.ClientName, s.Requester.ClientKind, s.Requester.Ip, _grant, device, key);
     }
 
     /// <summary>The end of the claim step that BeginClaim traced: the ceremony shows one span per claim call.</summary>
-    public async Task<QrSessionSnapshot> ConfirmClaimAsync(string desktopToken, string grantId, CancellationToken ct)
+    public async Task<QrSessionSnapshot> ConfirmClaimAsync(string desktopToken, string grantId, string? desktopIp, CancellationToken ct)
     {
         var s = await DesktopAsync(desktopToken);
-        var latest = s.GrantId is not null && Secrets.FixedTimeEquals(grantId, s.GrantId);
         return s.State switch
         {
-            Approved when latest => await CommitAsync(s with { State = Completed, EndedAt = Now }),
-            Completed when latest => Snapshot(s),
+            Approved when _grant is { } latest && Secrets.FixedTimeEquals(grantId, latest) => await CommitAsync(s with
+            {
+                State = Completed,
+                DeviceId = DeviceIdOf(s),
+                GrantId = grantId,
+                EndedAt = Now,
+                Audit = [.. s.Audit, Linked(s, desktopIp)],
+            }),
+            Completed when s.GrantId is not null && Secrets.FixedTimeEquals(grantId, s.GrantId) => Snapshot(s),
+            // Begun on an activation that is gone: its refresh token is replaced by the retry this answer asks for.
+            Approved when _grant is null => throw Errors.ClaimInterrupted(),
             // A later claim of the same desktop replaced this grant's refresh token: that claim answers, this one may not.
             Approved or Completed => throw Errors.AlreadyClaimed(),
             _ => throw ClaimRefusal(s),
@@ -328,23 +371,30 @@ public sealed partial class QrSessionGrain(
     };
 
     /// <summary>
-    /// A session that ends (expired, cancelled) with a grant pending signs that device out first: nobody holds its
-    /// refresh token, and no claim can fetch one any more. No claim can register it afterwards either, since only this
-    /// grain's turns do.
+    /// The one device a session links, whatever the number of claim attempts: derived from the session's id, which is
+    /// random and never shown beside it, so the id says nothing about the session.
+    /// </summary>
+    private string DeviceIdOf(QrSessionState s) => s.DeviceId
+        ?? s.ScannerUserId + "-" + Convert.ToHexStringLower(SHA256.HashData(System.Text.Encoding.UTF8.GetBytes("device:" + Key)).AsSpan(0, 8));
+
+    /// <summary>
+    /// A session that ends (expired, cancelled) while approved may have a grant pending: that device is signed out
+    /// first, since nobody holds its refresh token and no claim can fetch one any more. No claim can register it
+    /// afterwards either, since only this grain's turns do.
     /// </summary>
     private async Task RevokeUndeliveredAsync(QrSessionState s)
     {
-        if (s.State != Approved || s.DeviceId is null)
+        if (s.State != Approved)
         {
             return;
         }
         try
         {
-            await GrainFactory.Grain<IUserGrain>(s.ScannerUserId!).RevokeDeviceAsync(s.DeviceId, CancellationToken.None);
+            await GrainFactory.Grain<IUserGrain>(s.ScannerUserId!).RevokeDeviceAsync(DeviceIdOf(s), CancellationToken.None);
         }
         catch (GrainException e) when (e.Code == "not_found")
         {
-            // the claim failed before the device was registered: nothing to sign out
+            // no claim began, or it failed before the device was registered: nothing to sign out
         }
     }
 
@@ -359,9 +409,9 @@ public sealed partial class QrSessionGrain(
     }
 
     /// <summary>
-    /// Applies every transition that time alone causes, up to now: a QR rotation, a window running out, or (after
-    /// the grace period of a finished session) deletion. Then points the timer at the next deadline. Null when
-    /// the session is gone.
+    /// Applies every transition that time alone causes, up to now: a QR rotation (announced, not written), a window
+    /// running out, the hand-over of the ended ceremony's audit entries, or (after the grace period of a finished
+    /// session) deletion. Then points the timer at the next deadline. Null when the session is gone.
     /// </summary>
     private async Task<QrSessionState?> CatchUpAsync()
     {
@@ -369,33 +419,29 @@ public sealed partial class QrSessionGrain(
         var now = Now;
         switch (s.State)
         {
-            case Pending when now >= s.QrExpiresAt && s.Rotation < s.MaxRotations && now < s.ExpiresAt:
-                await CommitAsync(s with
-                {
-                    QrSecret = Secrets.NewToken(16),
-                    Rotation = s.Rotation + 1,
-                    QrExpiresAt = now + options.QrTtl,
-                    SupersededSecretHashes = [.. s.SupersededSecretHashes, Secrets.Hash(s.QrSecret)],
-                });
-                break;
-            case Pending when now >= s.QrExpiresAt || now >= s.ExpiresAt:
+            case Pending when now >= s.ExpiresAt || RotationAt(s, now) > s.MaxRotations:
             case Scanned when now >= s.ApproveBefore:
                 await CommitAsync(s with { State = Expired, EndedAt = now });
+                break;
+            case Pending when now >= s.QrExpiresAt:
+                await Rotate(s, RotationAt(s, now));
                 break;
             case Approved when now >= s.ClaimBefore:
                 await RevokeUndeliveredAsync(s);
                 await CommitAsync(s with { State = Expired, EndedAt = now });
                 break;
             default:
-                if (IsTerminal(s.State) && now >= s.EndedAt + options.TerminalGrace)
+                if (IsTerminal(s.State))
                 {
-                    // The grace period is over: later callers get qr_invalid / 401, and nothing keeps the activation.
-                    await session.DeleteAsync(this);
-                    census.Report(ActivationCensus.QrSession, Key, null);
-                    _deadline?.Dispose();
-                    await this.ForgetReminderAsync(RecoveryReminder);
-                    DeactivateOnIdle();
-                    return null;
+                    if (!await HandOverAuditAsync(s, now))
+                    {
+                        break; // the trail is away: kept, and tried again before anything is deleted
+                    }
+                    if (now >= s.EndedAt + options.TerminalGrace)
+                    {
+                        await DeleteAsync();
+                        return null;
+                    }
                 }
                 census.Report(ActivationCensus.QrSession, Key, s.State);
                 ArmTimer(s);
@@ -404,10 +450,129 @@ public sealed partial class QrSessionGrain(
         return session.State;
     }
 
+    /// <summary>The grace period is over: later callers get qr_invalid / 401, and nothing keeps the activation.</summary>
+    private async Task DeleteAsync()
+    {
+        await session.DeleteAsync(this);
+        census.Report(ActivationCensus.QrSession, Key, null);
+        _deadline?.Dispose();
+        if (_recovery is { } recovery)
+        {
+            await this.UnregisterReminder(recovery);
+        }
+        else
+        {
+            await this.ForgetReminderAsync(RecoveryReminder); // registered by an activation that is gone
+        }
+        DeactivateOnIdle();
+    }
+
+    /// <summary>
+    /// Hands the ended ceremony's entries to the scanning user's audit trail, once per activation (the trail drops
+    /// what it holds already, so an activation after a restart may send them again). False if the trail could not take
+    /// them: a retry is due at <see cref="_auditRetryAt"/>.
+    /// </summary>
+    private async Task<bool> HandOverAuditAsync(QrSessionState s, DateTimeOffset now)
+    {
+        if (_auditHandedOver || s.Audit.Count == 0 || s.ScannerUserId is null)
+        {
+            return true;
+        }
+        try
+        {
+            await GrainFactory.Grain<IAuditGrain>(s.ScannerUserId).AppendSessionAsync(s.Audit, CancellationToken.None);
+            _auditHandedOver = true;
+            _auditRetryAt = null;
+            return true;
+        }
+        catch (GrainException e)
+        {
+            // A refusal, not an outage: sending the same entries again would be refused again.
+            LogAuditRefused(log, e.Code);
+            _auditHandedOver = true;
+            return true;
+        }
+        catch (Exception e)
+        {
+            LogAuditHandOverFailed(log, e.GetType().Name);
+            _auditRetryAt = now + AuditRetry;
+            ArmTimer(s);
+            return false;
+        }
+    }
+
+    /// <summary>
+    /// A rotation is announced as a transition (a new version, pushed, counted) but not written: the code of every
+    /// rotation is derived from the seed, so a crash loses nothing a restart would not derive again.
+    /// </summary>
+    private async Task Rotate(QrSessionState s, int rotation)
+    {
+        var ttl = options.QrTtl;
+        var start = s.QrExpiresAt - ttl * s.Rotation;
+        var legacy = s.QrSeed is null;
+        await Publish(s, s with
+        {
+            Version = s.Version + (rotation - s.Rotation),
+            Rotation = rotation,
+            QrExpiresAt = start + ttl * rotation,
+            // A session a build before the seed started: its stored code is superseded, and later ones derive from it.
+            QrSeed = s.QrSeed ?? s.QrSecret,
+            SupersededSecretHashes = legacy ? [.. s.SupersededSecretHashes, Secrets.Hash(s.QrSecret!)] : s.SupersededSecretHashes,
+        });
+    }
+
+    /// <summary>The rotation due at <paramref name="now"/>, counted from the first code's start.</summary>
+    private int RotationAt(QrSessionState s, DateTimeOffset now)
+    {
+        var start = s.QrExpiresAt - options.QrTtl * s.Rotation;
+        return 1 + (int)Math.Floor((now - start) / options.QrTtl);
+    }
+
+    /// <summary>The QR secret of <paramref name="rotation"/>: an HMAC of its number under the session's seed.</summary>
+    private static string SecretOf(QrSessionState s, int rotation)
+    {
+        if (s.QrSeed is not { } seed)
+        {
+            return s.QrSecret!; // started before the seed, and not rotated since
+        }
+        Span<byte> number = stackalloc byte[4];
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32BigEndian(number, rotation);
+        return Secrets.Base64Url(HMACSHA256.HashData(System.Text.Encoding.UTF8.GetBytes(seed), number).AsSpan(0, 16));
+    }
+
+    private static bool IsSuperseded(QrSessionState s, string qrSecret)
+    {
+        if (s.SupersededSecretHashes.Count > 0 && s.SupersededSecretHashes.Contains(Secrets.Hash(qrSecret)))
+        {
+            return true;
+        }
+        if (s.QrSeed is null)
+        {
+            return false;
+        }
+        var legacyRotations = s.SupersededSecretHashes.Count; // those rotations' codes were not derived
+        for (var k = legacyRotations + 1; k < s.Rotation; k++)
+        {
+            if (Secrets.FixedTimeEquals(qrSecret, SecretOf(s, k)))
+            {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /// <summary>The session's audit entries with one more of what the scanning phone did (none without a phone).</summary>
+    private IReadOnlyList<AuditEntry> Noted(QrSessionState s, PhoneActor? phone, string action, string? detail = null) =>
+        phone is null ? s.Audit : [.. s.Audit, new AuditEntry(Now, action, phone.Ip, phone.Client, phone.DeviceId, SessionId: Key, Detail: detail)];
+
+    private AuditEntry Linked(QrSessionState s, string? desktopIp) =>
+        new(Now, AuditActions.DeviceLinked, desktopIp ?? s.Requester.Ip, $"{s.Requester.ClientName} ({s.Requester.ClientKind})",
+            DeviceId: DeviceIdOf(s), SessionId: Key);
+
     /// <summary>
     /// One caller-driven step of the ceremony as a span under the session's root (made here, where the stored
     /// root is known), with the refusal's code when it was refused. What the step does inside (storage, the
-    /// stream event) becomes its children.
+    /// push) becomes its children.
     /// </summary>
     private async Task<T> StepAsync<T>(string step, Func<Task<T>> body)
     {
@@ -470,29 +635,25 @@ public sealed partial class QrSessionGrain(
         var previous = session.RecordExists ? session.State : null;
         session.State = next with { Version = next.Version + 1 };
         await session.PersistAsync(this);
-        var s = session.State;
-        foreach (var observer in observers)
-        {
-            observer.OnCommitted(Key, previous, s);
-        }
-        census.Report(ActivationCensus.QrSession, Key, s.State);
-        var snapshot = Snapshot(s);
-        // One-way messages: a slow or dead node never holds up the transition. The state is stored, and watchers
-        // re-read snapshots on reconnect and long-polls on timeout, so a lost message delays an update, never loses it.
-        var change = new QrSessionChanged(s.Version, snapshot);
-        await _listeners.Notify(l => l.ChangedAsync(change));
-        ArmTimer(s);
-        return snapshot;
+        return await Publish(previous, session.State);
     }
 
-    /// <summary>
-    /// The one write of a step that changes nothing a desktop or a watcher sees (a grant pending): no new version, no
-    /// event, the same deadline.
-    /// </summary>
-    private async Task RecordAsync(QrSessionState next)
+    /// <summary>Makes <paramref name="next"/> the activation's state and tells the silo's observers and the listening nodes.</summary>
+    private async Task<QrSessionSnapshot> Publish(QrSessionState? previous, QrSessionState next)
     {
         session.State = next;
-        await session.PersistAsync(this);
+        foreach (var observer in observers)
+        {
+            observer.OnCommitted(Key, previous, next);
+        }
+        census.Report(ActivationCensus.QrSession, Key, next.State);
+        var snapshot = Snapshot(next);
+        // One-way messages: a slow or dead node never holds up the transition. The state is stored, and watchers
+        // re-read snapshots on reconnect and long-polls on timeout, so a lost message delays an update, never loses it.
+        var change = new QrSessionChanged(next.Version, snapshot);
+        await _listeners.Notify(l => l.ChangedAsync(change));
+        ArmTimer(next);
+        return snapshot;
     }
 
     /// <summary>Points the timer at the state's next deadline, unless it already points there (reads call this too).</summary>
@@ -523,11 +684,13 @@ public sealed partial class QrSessionGrain(
         }
     }
 
+    /// <summary>An ended session's first deadline is handing its audit entries over, right away; then its deletion.</summary>
     private DateTimeOffset NextDeadline(QrSessionState s) => s.State switch
     {
         Pending => s.QrExpiresAt < s.ExpiresAt ? s.QrExpiresAt : s.ExpiresAt,
         Scanned => s.ApproveBefore!.Value,
         Approved => s.ClaimBefore!.Value,
+        _ when !_auditHandedOver && s.Audit.Count > 0 => _auditRetryAt ?? s.EndedAt!.Value,
         _ => s.EndedAt!.Value + options.TerminalGrace,
     };
 
@@ -546,7 +709,7 @@ public sealed partial class QrSessionGrain(
         s.TraceParent);
 
     /// <summary>The token rides in the fragment, which browsers never send: no request line or server log can hold it.</summary>
-    private string QrUrl(QrSessionState s) => $"{options.PublicOrigin.TrimEnd('/')}/l/#{Key}.{s.QrSecret}";
+    private string QrUrl(QrSessionState s) => $"{options.PublicOrigin.TrimEnd('/')}/l/#{Key}.{SecretOf(s, s.Rotation)}";
 
     private ScanResult ScanView(QrSessionState s) => new(
         Key,
@@ -564,4 +727,10 @@ public sealed partial class QrSessionGrain(
         }
         return choices.Select(n => n.ToString(System.Globalization.CultureInfo.InvariantCulture)).ToArray();
     }
+
+    [LoggerMessage(LogLevel.Warning, "A finished QR session's audit entries could not be handed to the trail ({Error}); trying again")]
+    private static partial void LogAuditHandOverFailed(ILogger log, string error);
+
+    [LoggerMessage(LogLevel.Warning, "The audit trail refused a finished QR session's entries ({Code})")]
+    private static partial void LogAuditRefused(ILogger log, string code);
 }

@@ -1,4 +1,5 @@
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 using QrOrleans.KeyBinding;
 using QrOrleans.Users;
 
@@ -108,10 +109,14 @@ public sealed record DeviceState
 }
 
 /// <summary>A device's refresh token ("deviceId.secret", only its hash kept), rotated on every use, and its revocation.</summary>
-public sealed class DeviceGrain(
+public sealed partial class DeviceGrain(
     [PersistentState("device", OrleansNames.Storage)] IPersistentState<DeviceState> device,
-    [FromKeyedServices(OrleansNames.Clock)] TimeProvider time) : Grain, IDeviceGrain
+    [FromKeyedServices(OrleansNames.Clock)] TimeProvider time,
+    ILogger<DeviceGrain> log) : Grain, IDeviceGrain
 {
+    [LoggerMessage(LogLevel.Warning, "A device's revocation is stored, but its notice to the nodes failed ({Error}); they forget the device within seconds anyway")]
+    private static partial void LogNoticeFailed(ILogger log, string error);
+
     /// <summary>Enough rotated hashes to recognise a replay of any recent token.</summary>
     private const int RotatedHashesKept = 32;
 
@@ -169,6 +174,7 @@ public sealed class DeviceGrain(
             // A rotated token came back: someone holds a copy. Sign the device out everywhere.
             device.State = s with { Revoked = true };
             await device.PersistAsync(this);
+            await AnnounceRevokedAsync();
             throw Errors.RefreshTokenReused();
         }
         throw Errors.InvalidRefreshToken();
@@ -180,6 +186,24 @@ public sealed class DeviceGrain(
         {
             device.State = device.State with { Revoked = true };
             await device.PersistAsync(this);
+            await AnnounceRevokedAsync();
+        }
+    }
+
+    /// <summary>
+    /// Tells every gateway node, which may have this device's "active" answer in memory for a few seconds. The
+    /// revocation is stored already; if the notice is lost, a node forgets the answer when it runs out anyway.
+    /// </summary>
+    private async Task AnnounceRevokedAsync()
+    {
+        try
+        {
+            await this.GetStreamProvider(OrleansNames.Streams).GetStream<DeviceRevoked>(StreamId.Create(DeviceStreams.Namespace, DeviceStreams.Key))
+                .OnNextAsync(new DeviceRevoked(Key));
+        }
+        catch (Exception e)
+        {
+            LogNoticeFailed(log, e.GetType().Name);
         }
     }
 

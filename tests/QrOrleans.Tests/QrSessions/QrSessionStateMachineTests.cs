@@ -57,7 +57,7 @@ public sealed class QrSessionStateMachineTests : IAsyncLifetime
     public async Task Scan_binds_the_first_scanner_and_shows_a_number_among_three_choices()
     {
         var (grain, created) = await NewSessionAsync();
-        var scan = await grain.ScanAsync(Secret(created.Snapshot), Alice, "192.168.1.77", CancellationToken.None);
+        var scan = await grain.ScanAsync(Secret(created.Snapshot), Alice, "192.168.1.77", ct: CancellationToken.None);
         var snapshot = await grain.GetSnapshotAsync(created.DesktopToken, CancellationToken.None);
 
         Assert.Equal(QrSessionStates.Scanned, snapshot.State);
@@ -66,14 +66,14 @@ public sealed class QrSessionStateMachineTests : IAsyncLifetime
         Assert.Contains(snapshot.NumberMatch, scan.NumberChoices);
         Assert.Equal("Firefox on Linux", scan.Requester.ClientName);
         Assert.True(scan.Requester.SameNetwork);
-        Assert.Equal("qr_already_scanned", await CodeOf(() => grain.ScanAsync(Secret(created.Snapshot), Bob, "10.0.0.1", CancellationToken.None)));
+        Assert.Equal("qr_already_scanned", await CodeOf(() => grain.ScanAsync(Secret(created.Snapshot), Bob, "10.0.0.1", ct: CancellationToken.None)));
     }
 
     [Fact]
     public async Task A_phone_on_another_network_is_told_so()
     {
         var (grain, created) = await NewSessionAsync();
-        var scan = await grain.ScanAsync(Secret(created.Snapshot), Alice, "203.0.113.9", CancellationToken.None);
+        var scan = await grain.ScanAsync(Secret(created.Snapshot), Alice, "203.0.113.9", ct: CancellationToken.None);
         Assert.False(scan.Requester.SameNetwork);
     }
 
@@ -81,11 +81,11 @@ public sealed class QrSessionStateMachineTests : IAsyncLifetime
     public async Task Approve_with_the_right_number_then_claim_completes_once()
     {
         var (grain, created) = await NewSessionAsync();
-        await grain.ScanAsync(Secret(created.Snapshot), Alice, "192.168.1.77", CancellationToken.None);
+        await grain.ScanAsync(Secret(created.Snapshot), Alice, "192.168.1.77", ct: CancellationToken.None);
         var number = (await grain.GetSnapshotAsync(created.DesktopToken, CancellationToken.None)).NumberMatch!;
 
         Assert.Equal("not_approved", await CodeOf(() => grain.ClaimAsync(created.DesktopToken, CancellationToken.None)));
-        var approved = await grain.ApproveAsync(Alice, number, CancellationToken.None);
+        var approved = await grain.ApproveAsync(Alice, number, ct: CancellationToken.None);
         Assert.Equal(QrSessionStates.Approved, approved.State);
 
         var grant = await grain.ClaimAsync(created.DesktopToken, CancellationToken.None);
@@ -93,20 +93,20 @@ public sealed class QrSessionStateMachineTests : IAsyncLifetime
         Assert.StartsWith(Alice + "-", grant.DeviceId, StringComparison.Ordinal);
         Assert.Equal(QrSessionStates.Completed, (await grain.GetSnapshotAsync(created.DesktopToken, CancellationToken.None)).State);
         Assert.Equal("already_claimed", await CodeOf(() => grain.ClaimAsync(created.DesktopToken, CancellationToken.None)));
-        Assert.Equal("qr_already_used", await CodeOf(() => grain.ScanAsync(Secret(created.Snapshot), Alice, "1.1.1.1", CancellationToken.None)));
+        Assert.Equal("qr_already_used", await CodeOf(() => grain.ScanAsync(Secret(created.Snapshot), Alice, "1.1.1.1", ct: CancellationToken.None)));
     }
 
     [Fact]
     public async Task A_wrong_number_rejects_the_session()
     {
         var (grain, created) = await NewSessionAsync();
-        var scan = await grain.ScanAsync(Secret(created.Snapshot), Alice, "192.168.1.77", CancellationToken.None);
+        var scan = await grain.ScanAsync(Secret(created.Snapshot), Alice, "192.168.1.77", ct: CancellationToken.None);
         var right = (await grain.GetSnapshotAsync(created.DesktopToken, CancellationToken.None)).NumberMatch;
         var wrong = scan.NumberChoices.First(n => n != right);
 
-        Assert.Equal("number_mismatch", await CodeOf(() => grain.ApproveAsync(Alice, wrong, CancellationToken.None)));
+        Assert.Equal("number_mismatch", await CodeOf(() => grain.ApproveAsync(Alice, wrong, ct: CancellationToken.None)));
         Assert.Equal(QrSessionStates.Rejected, (await grain.GetSnapshotAsync(created.DesktopToken, CancellationToken.None)).State);
-        Assert.Equal("qr_already_used", await CodeOf(() => grain.ApproveAsync(Alice, right!, CancellationToken.None)));
+        Assert.Equal("qr_already_used", await CodeOf(() => grain.ApproveAsync(Alice, right!, ct: CancellationToken.None)));
         Assert.Equal("invalid_state", await CodeOf(() => grain.ClaimAsync(created.DesktopToken, CancellationToken.None)));
     }
 
@@ -114,30 +114,30 @@ public sealed class QrSessionStateMachineTests : IAsyncLifetime
     public async Task Only_the_scanner_may_approve_or_reject()
     {
         var (grain, created) = await NewSessionAsync();
-        await grain.ScanAsync(Secret(created.Snapshot), Alice, "192.168.1.77", CancellationToken.None);
+        await grain.ScanAsync(Secret(created.Snapshot), Alice, "192.168.1.77", ct: CancellationToken.None);
         var number = (await grain.GetSnapshotAsync(created.DesktopToken, CancellationToken.None)).NumberMatch!;
 
-        Assert.Equal("not_scanner", await CodeOf(() => grain.ApproveAsync(Bob, number, CancellationToken.None)));
-        Assert.Equal("not_scanner", await CodeOf(() => grain.RejectAsync(Bob, CancellationToken.None)));
-        Assert.Equal(QrSessionStates.Rejected, (await grain.RejectAsync(Alice, CancellationToken.None)).State);
+        Assert.Equal("not_scanner", await CodeOf(() => grain.ApproveAsync(Bob, number, ct: CancellationToken.None)));
+        Assert.Equal("not_scanner", await CodeOf(() => grain.RejectAsync(Bob, ct: CancellationToken.None)));
+        Assert.Equal(QrSessionStates.Rejected, (await grain.RejectAsync(Alice, ct: CancellationToken.None)).State);
     }
 
     [Fact]
     public async Task Approve_before_a_scan_is_an_invalid_state()
     {
         var (grain, _) = await NewSessionAsync();
-        Assert.Equal("invalid_state", await CodeOf(() => grain.ApproveAsync(Alice, "42", CancellationToken.None)));
-        Assert.Equal("invalid_state", await CodeOf(() => grain.RejectAsync(Alice, CancellationToken.None)));
+        Assert.Equal("invalid_state", await CodeOf(() => grain.ApproveAsync(Alice, "42", ct: CancellationToken.None)));
+        Assert.Equal("invalid_state", await CodeOf(() => grain.RejectAsync(Alice, ct: CancellationToken.None)));
     }
 
     [Fact]
     public async Task The_desktop_can_cancel_until_the_claim()
     {
         var (grain, created) = await NewSessionAsync();
-        await grain.ScanAsync(Secret(created.Snapshot), Alice, "192.168.1.77", CancellationToken.None);
+        await grain.ScanAsync(Secret(created.Snapshot), Alice, "192.168.1.77", ct: CancellationToken.None);
         Assert.Equal(QrSessionStates.Cancelled, (await grain.CancelAsync(created.DesktopToken, CancellationToken.None)).State);
         Assert.Equal(QrSessionStates.Cancelled, (await grain.CancelAsync(created.DesktopToken, CancellationToken.None)).State);
-        Assert.Equal("qr_already_used", await CodeOf(() => grain.ApproveAsync(Alice, "42", CancellationToken.None)));
+        Assert.Equal("qr_already_used", await CodeOf(() => grain.ApproveAsync(Alice, "42", ct: CancellationToken.None)));
         Assert.Equal("invalid_state", await CodeOf(() => grain.ClaimAsync(created.DesktopToken, CancellationToken.None)));
     }
 
@@ -166,9 +166,9 @@ public sealed class QrSessionStateMachineTests : IAsyncLifetime
         Assert.Equal(2, rotated.Qr!.Rotation);
         Assert.Equal(2, rotated.Version);
         Assert.NotEqual(first, Secret(rotated));
-        Assert.Equal("qr_expired", await CodeOf(() => grain.ScanAsync(first, Alice, "1.1.1.1", CancellationToken.None)));
-        Assert.Equal("qr_invalid", await CodeOf(() => grain.ScanAsync(Grains.Secrets.NewToken(16), Alice, "1.1.1.1", CancellationToken.None)));
-        await grain.ScanAsync(Secret(rotated), Alice, "1.1.1.1", CancellationToken.None);
+        Assert.Equal("qr_expired", await CodeOf(() => grain.ScanAsync(first, Alice, "1.1.1.1", ct: CancellationToken.None)));
+        Assert.Equal("qr_invalid", await CodeOf(() => grain.ScanAsync(Grains.Secrets.NewToken(16), Alice, "1.1.1.1", ct: CancellationToken.None)));
+        await grain.ScanAsync(Secret(rotated), Alice, "1.1.1.1", ct: CancellationToken.None);
     }
 
     [Fact]
@@ -192,22 +192,22 @@ public sealed class QrSessionStateMachineTests : IAsyncLifetime
     {
         var (grain, created) = await NewSessionAsync();
         Clock.Advance(TimeSpan.FromSeconds(31)); // no timer has run: the scan itself applies the deadline
-        Assert.Equal("qr_expired", await CodeOf(() => grain.ScanAsync(Secret(created.Snapshot), Alice, "1.1.1.1", CancellationToken.None)));
+        Assert.Equal("qr_expired", await CodeOf(() => grain.ScanAsync(Secret(created.Snapshot), Alice, "1.1.1.1", ct: CancellationToken.None)));
     }
 
     [Fact]
     public async Task The_approval_window_and_the_claim_window_expire_the_session()
     {
         var (grain, created) = await NewSessionAsync();
-        await grain.ScanAsync(Secret(created.Snapshot), Alice, "1.1.1.1", CancellationToken.None);
+        await grain.ScanAsync(Secret(created.Snapshot), Alice, "1.1.1.1", ct: CancellationToken.None);
         var number = (await grain.GetSnapshotAsync(created.DesktopToken, CancellationToken.None)).NumberMatch!;
         Clock.Advance(TimeSpan.FromMinutes(1));
-        Assert.Equal("qr_expired", await CodeOf(() => grain.ApproveAsync(Alice, number, CancellationToken.None)));
+        Assert.Equal("qr_expired", await CodeOf(() => grain.ApproveAsync(Alice, number, ct: CancellationToken.None)));
         Assert.Equal(QrSessionStates.Expired, (await grain.GetSnapshotAsync(created.DesktopToken, CancellationToken.None)).State);
 
         var (grain2, created2) = await NewSessionAsync();
-        await grain2.ScanAsync(Secret(created2.Snapshot), Alice, "1.1.1.1", CancellationToken.None);
-        await grain2.ApproveAsync(Alice, (await grain2.GetSnapshotAsync(created2.DesktopToken, CancellationToken.None)).NumberMatch!, CancellationToken.None);
+        await grain2.ScanAsync(Secret(created2.Snapshot), Alice, "1.1.1.1", ct: CancellationToken.None);
+        await grain2.ApproveAsync(Alice, (await grain2.GetSnapshotAsync(created2.DesktopToken, ct: CancellationToken.None)).NumberMatch!, ct: CancellationToken.None);
         Clock.Advance(TimeSpan.FromMinutes(1));
         Assert.Equal(QrSessionStates.Expired, (await grain2.GetSnapshotAsync(created2.DesktopToken, CancellationToken.None)).State);
         Assert.Equal("qr_expired", await CodeOf(() => grain2.ClaimAsync(created2.DesktopToken, CancellationToken.None)));
@@ -219,9 +219,9 @@ public sealed class QrSessionStateMachineTests : IAsyncLifetime
         var (grain, created) = await NewSessionAsync();
         await grain.CancelAsync(created.DesktopToken, CancellationToken.None);
         Clock.Advance(TimeSpan.FromMinutes(1));
-        Assert.Equal("qr_already_used", await CodeOf(() => grain.ScanAsync(Secret(created.Snapshot), Alice, "1.1.1.1", CancellationToken.None)));
+        Assert.Equal("qr_already_used", await CodeOf(() => grain.ScanAsync(Secret(created.Snapshot), Alice, "1.1.1.1", ct: CancellationToken.None)));
         Clock.Advance(TimeSpan.FromMinutes(1));
-        Assert.Equal("qr_invalid", await CodeOf(() => grain.ScanAsync(Secret(created.Snapshot), Alice, "1.1.1.1", CancellationToken.None)));
+        Assert.Equal("qr_invalid", await CodeOf(() => grain.ScanAsync(Secret(created.Snapshot), Alice, "1.1.1.1", ct: CancellationToken.None)));
         Assert.Equal("unauthenticated", await CodeOf(() => grain.GetSnapshotAsync(created.DesktopToken, CancellationToken.None)));
         // Deleted with its recovery reminder: nothing is left behind to wake it.
         Assert.Empty(await _silo.RemindersOfAsync(grain));
@@ -231,8 +231,8 @@ public sealed class QrSessionStateMachineTests : IAsyncLifetime
     public async Task The_same_phone_scanning_twice_sees_the_same_question()
     {
         var (grain, created) = await NewSessionAsync();
-        var first = await grain.ScanAsync(Secret(created.Snapshot), Alice, "1.1.1.1", CancellationToken.None);
-        var again = await grain.ScanAsync(Secret(created.Snapshot), Alice, "1.1.1.1", CancellationToken.None);
+        var first = await grain.ScanAsync(Secret(created.Snapshot), Alice, "1.1.1.1", ct: CancellationToken.None);
+        var again = await grain.ScanAsync(Secret(created.Snapshot), Alice, "1.1.1.1", ct: CancellationToken.None);
         Assert.Equal(first.NumberChoices, again.NumberChoices);
         Assert.Equal(2, (await grain.GetSnapshotAsync(created.DesktopToken, CancellationToken.None)).Version);
     }
