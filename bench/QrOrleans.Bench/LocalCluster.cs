@@ -235,6 +235,7 @@ public sealed class LocalRedis : IAsyncDisposable
 public sealed class LocalNode : IAsyncDisposable
 {
     private readonly string _gatewayDll;
+    private readonly string _workingDirectory;
     private readonly IReadOnlyList<string> _args;
     private readonly string _log;
     private readonly object _logLock = new();
@@ -245,6 +246,7 @@ public sealed class LocalNode : IAsyncDisposable
     {
         Number = number;
         _gatewayDll = gatewayDll;
+        _workingDirectory = Path.GetDirectoryName(gatewayDll)!;
         Port = port;
         SiloPort = FreePort();
         GatewayPort = FreePort();
@@ -278,6 +280,22 @@ public sealed class LocalNode : IAsyncDisposable
         _args = args;
     }
 
+    /// <summary>
+    /// A gateway started with exactly <paramref name="args"/>, in <paramref name="workingDirectory"/> (its content
+    /// root): another build than the bench's own (<see cref="CompareBench"/>), which may not know this build's keys.
+    /// <see cref="SiloPort"/> and <see cref="GatewayPort"/> are 0: whatever the arguments chose.
+    /// </summary>
+    public LocalNode(int number, string gatewayDll, string workingDirectory, IReadOnlyList<string> args, string logFile, int port)
+    {
+        Number = number;
+        _gatewayDll = gatewayDll;
+        _workingDirectory = workingDirectory;
+        _args = args;
+        _log = logFile;
+        Port = port;
+        BaseAddress = new Uri($"http://127.0.0.1:{port}/");
+    }
+
     public int Number { get; }
 
     public int Port { get; }
@@ -290,20 +308,21 @@ public sealed class LocalNode : IAsyncDisposable
 
     public bool IsRunning => _process is { HasExited: false };
 
+    /// <summary>The running process' id (<c>dotnet</c> hosts the app in its own process).</summary>
+    public int? Pid => IsRunning ? _process!.Id : null;
+
     public string LogFile => _log;
 
     /// <summary>Starts the process (not waiting for readiness).</summary>
     public void Start()
     {
-        var host = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } h ? h
-            : Path.GetFileNameWithoutExtension(Environment.ProcessPath) == "dotnet" ? Environment.ProcessPath! : "dotnet";
-        var psi = new ProcessStartInfo(host)
+        var psi = new ProcessStartInfo(DotnetHost())
         {
             UseShellExecute = false,
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             RedirectStandardInput = true,
-            WorkingDirectory = Path.GetDirectoryName(_gatewayDll)!,
+            WorkingDirectory = _workingDirectory,
         };
         psi.ArgumentList.Add(_gatewayDll);
         foreach (var a in _args)
@@ -320,7 +339,8 @@ public sealed class LocalNode : IAsyncDisposable
         {
             psi.Environment.Remove(key);
         }
-        Note($"bench: starting node {Number}: http {Port}, silo {SiloPort}, gateway {GatewayPort}");
+        Note(SiloPort == 0 ? $"bench: starting node {Number}: http {Port}, {string.Join(' ', _args)}"
+            : $"bench: starting node {Number}: http {Port}, silo {SiloPort}, gateway {GatewayPort}");
         var process = new Process { StartInfo = psi };
         process.OutputDataReceived += (_, e) => Note(e.Data);
         process.ErrorDataReceived += (_, e) => Note(e.Data);
@@ -332,10 +352,14 @@ public sealed class LocalNode : IAsyncDisposable
         _process = process;
     }
 
-    /// <summary>Waits until /readyz answers 200: Redis reachable and this silo Active.</summary>
-    public async Task WaitUntilReadyAsync(TimeSpan timeout, CancellationToken ct)
+    /// <summary>The <c>dotnet</c> that runs this bench, so that a child runs on the same runtime.</summary>
+    public static string DotnetHost() => Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } h ? h
+        : Path.GetFileNameWithoutExtension(Environment.ProcessPath) == "dotnet" ? Environment.ProcessPath! : "dotnet";
+
+    /// <summary>Waits until <paramref name="probe"/> answers 200; /readyz: Redis reachable and this silo Active.</summary>
+    public async Task WaitUntilReadyAsync(TimeSpan timeout, CancellationToken ct, string probe = "readyz")
     {
-        using var probe = new HttpClient(Api.NewHandler()) { BaseAddress = BaseAddress, Timeout = TimeSpan.FromSeconds(5) };
+        using var http = new HttpClient(Api.NewHandler()) { BaseAddress = BaseAddress, Timeout = TimeSpan.FromSeconds(5) };
         var watch = Stopwatch.StartNew();
         var last = "no answer yet";
         while (watch.Elapsed < timeout)
@@ -346,7 +370,7 @@ public sealed class LocalNode : IAsyncDisposable
             }
             try
             {
-                using var response = await probe.GetAsync("readyz", ct);
+                using var response = await http.GetAsync(probe, ct);
                 if (response.StatusCode == HttpStatusCode.OK)
                 {
                     return;
