@@ -24,6 +24,46 @@ public sealed class ThreeNodeCluster : ClusterFixture;
 [Collection("Cluster")]
 public sealed class ThreeNodeClusterTests(ThreeNodeCluster cluster) : IClassFixture<ThreeNodeCluster>
 {
+    /// <summary>
+    /// A node keeps a device's "active" for a few seconds (so a phone's calls cost no grain call each); a sign-out on
+    /// one node is announced on the revocation stream, so the nodes that had just let the device in refuse it within
+    /// a second. Five devices in a row, each checked on both other nodes.
+    /// </summary>
+    [Fact(Timeout = 90_000)]
+    public Task A_device_signed_out_on_one_node_is_refused_within_a_second_on_nodes_that_had_just_let_it_in() => cluster.RunAsync(async () =>
+    {
+        var (n1, n2, n3) = (cluster[1], cluster[2], cluster[3]);
+        foreach (var viewer in cluster.Nodes)
+        {
+            await AllActiveAsync(viewer, cluster.Nodes, TimeSpan.FromSeconds(15));
+        }
+        var phone = await n1.Api.NewPhoneAsync();
+        var slowest = 0.0;
+        for (var round = 0; round < 5; round++)
+        {
+            var tablet = (await n1.Api.SendAsync(HttpMethod.Post, $"/v1/admin/users/{phone.UserId}/devices", new { name = $"Tablet {round}", kind = "tablet" },
+                apiKey: ClusterNode.AdminKey)).EnsureStatus(201).Body;
+            var token = tablet.GetProperty("accessToken").GetString()!;
+            var deviceId = tablet.GetProperty("device").GetProperty("id").GetString()!;
+            (await n2.Api.SendAsync(HttpMethod.Get, "/v1/me", null, token)).EnsureStatus(200);
+            (await n3.Api.SendAsync(HttpMethod.Get, "/v1/me", null, token)).EnsureStatus(200);
+
+            (await n1.Api.SendAsync(HttpMethod.Delete, "/v1/devices/" + deviceId, null, phone.AccessToken)).EnsureStatus(204);
+            var revokedAt = Stopwatch.GetTimestamp();
+            Assert.Equal(401, (await n1.Api.SendAsync(HttpMethod.Get, "/v1/me", null, token)).Status); // the node that signed it out: at once
+            foreach (var node in new[] { n2, n3 })
+            {
+                while ((await node.Api.SendAsync(HttpMethod.Get, "/v1/me", null, token)).Status == 200)
+                {
+                    Assert.True(Seconds(revokedAt, Stopwatch.GetTimestamp()) < 1.0, $"round {round}: a node still let the signed-out device in after a second");
+                    await Task.Delay(20);
+                }
+                slowest = Math.Max(slowest, Seconds(revokedAt, Stopwatch.GetTimestamp()));
+            }
+        }
+        Diagnostics.Report($"device sign-out on node 1 -> refused on nodes 2 and 3: slowest {slowest * 1000:F0} ms");
+    });
+
     [Fact(Timeout = 60_000)]
     public Task A_ceremony_spread_over_three_nodes_reaches_the_desktop_on_node_1_within_a_second() => cluster.RunAsync(async () =>
     {

@@ -180,4 +180,38 @@ public sealed class QrSessionOnOrleansTests
         Assert.Equal(QrSessionStates.Cancelled, now.State);
         Assert.Equal(2, now.Version);
     }
+
+    /// <summary>
+    /// A node has one listener for all its sessions (GPSTracker's shape): a watch checks the desktop's token, lists the
+    /// node and answers the snapshot in one call, the node then hears of each session it watches, and a watch with
+    /// another session's token is refused and lists nothing.
+    /// </summary>
+    [Fact]
+    public async Task One_listener_per_node_hears_each_session_it_watches_and_a_wrong_token_lists_nothing()
+    {
+        await using var silo = await SiloHarness.StartAsync(silos: 1, realClock: true);
+        var client = silo.Cluster.Silos[0].ServiceProvider.GetRequiredService<IClusterClient>();
+        var seen = new ConcurrentQueue<(int Silo, QrSessionChanged Change)>();
+        var listener = new Listener(0, seen);
+        Listeners.Add(listener);
+        var node = client.CreateObjectReference<IQrSessionListener>(listener);
+        var (a, createdA) = await NewSessionAsync(silo);
+        var (b, createdB) = await NewSessionAsync(silo);
+        var (c, createdC) = await NewSessionAsync(silo);
+
+        Assert.Equal((createdA.SessionId, 1L), await a.WatchAsync(createdA.DesktopToken, node) is var wa ? (wa.SessionId, wa.Version) : default);
+        await b.WatchAsync(createdB.DesktopToken, node);
+        var refused = await Assert.ThrowsAsync<GrainException>(() => c.WatchAsync(createdB.DesktopToken, node));
+        Assert.Equal("unauthenticated", refused.Code);
+
+        await a.CancelAsync(createdA.DesktopToken);
+        await b.CancelAsync(createdB.DesktopToken);
+        await c.CancelAsync(createdC.DesktopToken);
+        await Until(() => seen.Count >= 2, TimeSpan.FromSeconds(5), "the two cancellations");
+        await Task.Delay(300); // a change of the session the node was refused for would arrive by now
+        Assert.Equal(
+            new[] { createdA.SessionId, createdB.SessionId }.Order(StringComparer.Ordinal),
+            seen.Select(x => x.Change.Snapshot.SessionId).Order(StringComparer.Ordinal));
+        Assert.All(seen, x => Assert.Equal(QrSessionStates.Cancelled, x.Change.Snapshot.State));
+    }
 }

@@ -1,3 +1,4 @@
+using Microsoft.Extensions.DependencyInjection;
 using QrOrleans.QrSessions;
 using QrOrleans.Tests.Infrastructure;
 
@@ -235,5 +236,73 @@ public sealed class QrSessionStateMachineTests : IAsyncLifetime
         var again = await grain.ScanAsync(Secret(created.Snapshot), Alice, "1.1.1.1", ct: CancellationToken.None);
         Assert.Equal(first.NumberChoices, again.NumberChoices);
         Assert.Equal(2, (await grain.GetSnapshotAsync(created.DesktopToken, CancellationToken.None)).Version);
+    }
+
+    /// <summary>
+    /// A rotation is not written: storage still holds the first code's rotation, and an activation that comes back
+    /// (a crash, a move to another silo) derives the same live code from the seed and the time, with the same version.
+    /// </summary>
+    [Fact]
+    public async Task A_rotation_is_not_written_and_an_activation_that_comes_back_shows_the_same_code()
+    {
+        var (grain, created) = await NewSessionAsync();
+        var first = Secret(created.Snapshot);
+        Clock.Advance(TimeSpan.FromSeconds(65));
+        var rotated = await grain.GetSnapshotAsync(created.DesktopToken, CancellationToken.None);
+        Assert.Equal((3, 3L), (rotated.Qr!.Rotation, rotated.Version));
+
+        var storage = _silo.Cluster.Silos[0].ServiceProvider.GetRequiredKeyedService<Orleans.Storage.IGrainStorage>(OrleansNames.Storage);
+        var stored = new Orleans.GrainState<Grains.QrSessions.QrSessionState>();
+        await storage.ReadStateAsync("session", grain.GetGrainId(), stored);
+        Assert.Equal((1, 1L), (stored.State!.Rotation, stored.State.Version));
+
+        await _silo.Cluster.DeactivateAsync(grain);
+        var again = await grain.GetSnapshotAsync(created.DesktopToken, CancellationToken.None);
+        Assert.Equal((rotated.Qr.Url, rotated.Qr.ExpiresAt, rotated.Version), (again.Qr!.Url, again.Qr.ExpiresAt, again.Version));
+        Assert.Equal("qr_expired", await CodeOf(() => grain.ScanAsync(first, Alice, "1.1.1.1", ct: CancellationToken.None)));
+        await grain.ScanAsync(Secret(again), Alice, "1.1.1.1", ct: CancellationToken.None);
+        Assert.Equal(4L, (await grain.GetSnapshotAsync(created.DesktopToken, CancellationToken.None)).Version);
+    }
+
+    /// <summary>
+    /// The ceremony's audit entries ride in the session's own writes and reach the user's trail in one append when it
+    /// ends, stamped when each step happened; sent again (an activation after a restart does), none is doubled.
+    /// </summary>
+    [Fact]
+    public async Task The_ceremonys_audit_entries_reach_the_trail_once_when_it_ends_stamped_when_they_happened()
+    {
+        var (grain, created) = await NewSessionAsync();
+        var phone = new PhoneActor("alice-phone", "Chrome 120 on Android", "10.0.0.9");
+        var trail = _silo.Grains.GetGrain<QrOrleans.Audit.IAuditGrain>(Alice);
+        var before = (await trail.ListAsync(null, null, 500)).Count;
+
+        var scannedAt = Clock.GetUtcNow();
+        await grain.ScanAsync(Secret(created.Snapshot), Alice, "10.0.0.9", phone, CancellationToken.None);
+        Clock.Advance(TimeSpan.FromSeconds(5));
+        var number = (await grain.GetSnapshotAsync(created.DesktopToken, CancellationToken.None)).NumberMatch!;
+        await grain.ApproveAsync(Alice, number, phone, CancellationToken.None);
+        Assert.Equal(before, (await trail.ListAsync(null, null, 500)).Count); // still running: nothing handed over
+
+        Clock.Advance(TimeSpan.FromSeconds(5));
+        var grant = await grain.BeginClaimAsync(created.DesktopToken, null, CancellationToken.None);
+        await grain.ConfirmClaimAsync(created.DesktopToken, grant.GrantId!, "192.168.1.20", CancellationToken.None);
+        IReadOnlyList<QrOrleans.Audit.AuditEntry> entries = [];
+        for (var i = 0; i < 50 && entries.Count < before + 3; i++)
+        {
+            await Task.Delay(50); // handed over on the session's next turn, a timer due at once
+            entries = await trail.ListAsync(null, null, 500);
+        }
+        var mine = entries.Where(e => e.SessionId == created.SessionId).Reverse().ToArray();
+        Assert.Equal([QrOrleans.Audit.AuditActions.QrScanned, QrOrleans.Audit.AuditActions.QrApproved, QrOrleans.Audit.AuditActions.DeviceLinked], mine.Select(e => e.Action));
+        Assert.Equal(scannedAt, mine[0].At);
+        Assert.Equal(("10.0.0.9", "Chrome 120 on Android", "alice-phone"), (mine[0].Ip, mine[0].Client, mine[0].ActorDeviceId));
+        Assert.Equal("Firefox on Linux (browser) at 192.168.1.20 asked to sign in", mine[0].Detail);
+        Assert.Equal(("192.168.1.20", "Firefox on Linux (browser)", grant.DeviceId), (mine[2].Ip, mine[2].Client, mine[2].DeviceId));
+
+        // An activation after a restart hands the same entries over again: the trail keeps one of each.
+        await _silo.Cluster.DeactivateAsync(grain);
+        await grain.GetSnapshotAsync(created.DesktopToken, CancellationToken.None);
+        await Task.Delay(300);
+        Assert.Equal(3, (await trail.ListAsync(null, null, 500)).Count(e => e.SessionId == created.SessionId));
     }
 }
