@@ -69,14 +69,14 @@ public static partial class CompareBench
                         : await BuildCommitAsync(repo, spec.Build, key, logs, ct);
                     builds[key] = build;
                 }
-                variants.Add(new Variant(spec.Name, build, spec.Transport, spec.Redis, spec.ExtraArgs));
+                variants.Add(new Variant(spec.Name, build, spec.Transport, spec.Redis, spec.ExtraArgs, spec.ServerArgs));
             }
 
             Console.WriteLine(string.Create(C,
                 $"compare: rounds={rounds} seconds={seconds} warmup={warmup} concurrency={concurrency} cores={Environment.ProcessorCount}, logs in {logs}"));
             foreach (var v in variants)
             {
-                Console.WriteLine($"  {v.Name} = {v.Label}: {v.Build.Describe()}{(v.ExtraArgs.Count > 0 ? " bench args: " + string.Join(' ', v.ExtraArgs) : "")}");
+                Console.WriteLine($"  {v.Name} = {v.Label}: {v.Build.Describe()}{(v.ExtraArgs.Count > 0 ? " bench args: " + string.Join(' ', v.ExtraArgs) : "")}{(v.ServerArgs.Count > 0 ? " server args: " + string.Join(' ', v.ServerArgs) : "")}");
             }
 
             var results = variants.ToDictionary(v => v.Name, _ => new Figures?[rounds]);
@@ -146,6 +146,7 @@ public static partial class CompareBench
                 serverArgs.Add(string.Create(C, $"--QrOrleans:Cluster:SiloPort={LocalNode.FreePort()}"));
                 serverArgs.Add(string.Create(C, $"--QrOrleans:Cluster:GatewayPort={LocalNode.FreePort()}"));
             }
+            serverArgs.AddRange(v.ServerArgs);
             node = new LocalNode(v.Name == 'A' ? 1 : 2, v.Build.GatewayDll, Path.Combine(v.Build.Tree, "src", "Gateway"), serverArgs,
                 stem + "-gateway.log", port);
             node.Start();
@@ -536,7 +537,10 @@ public static partial class CompareBench
             throw new ArgumentException($"--{name}-transport must be signalr or sse, not '{transport}'");
         }
         var extra = (args.Get($"{name}-args") ?? "").Split(' ', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
-        return new VariantSpec(char.ToUpperInvariant(name), build, transport, Flag(args, $"{name}-redis", false), extra);
+        // Settings of the server itself, e.g. "--QrOrleans:Cluster:OrleansDashboard=false": one variant of a setting
+        // against the other, on the same build, in one run.
+        var server = (args.Get($"{name}-server-args") ?? "").Split(' ', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        return new VariantSpec(char.ToUpperInvariant(name), build, transport, Flag(args, $"{name}-redis", false), extra, server);
     }
 
     private static bool Flag(Args args, string key, bool fallback) => args.Get(key)?.ToLowerInvariant() switch
@@ -566,7 +570,7 @@ public static partial class CompareBench
         }
     }
 
-    private sealed record VariantSpec(char Name, string Build, string Transport, bool Redis, IReadOnlyList<string> ExtraArgs);
+    private sealed record VariantSpec(char Name, string Build, string Transport, bool Redis, IReadOnlyList<string> ExtraArgs, IReadOnlyList<string> ServerArgs);
 
     /// <summary>A built tree: its sources (the gateway's content root) and the two dlls. <c>Sha</c> is null for ".".</summary>
     private sealed record Build(string Given, string? Sha, string Tree, string Artifacts)
@@ -578,9 +582,9 @@ public static partial class CompareBench
         public string Describe() => Sha is null ? $"the working tree {Tree}, built in {Artifacts}" : $"{Sha[..10]} in {Tree}";
     }
 
-    private sealed record Variant(char Name, Build Build, string Transport, bool Redis, IReadOnlyList<string> ExtraArgs)
+    private sealed record Variant(char Name, Build Build, string Transport, bool Redis, IReadOnlyList<string> ExtraArgs, IReadOnlyList<string> ServerArgs)
     {
-        public string Label => $"{Build.Given}@{Transport}{(Redis ? "+redis" : "")}";
+        public string Label => $"{Build.Given}@{Transport}{(Redis ? "+redis" : "")}{(ServerArgs.Count > 0 ? "+" + string.Join('+', ServerArgs.Select(a => a.TrimStart('-'))) : "")}";
     }
 
     private sealed record Figures(double Rate, double P99Ms, double ServerCpuUs, double? RedisPerCeremony, long Errors);

@@ -124,13 +124,38 @@ public sealed partial class QrSessionGrain(
         }
     }
 
+    /// <summary>
+    /// A finished session ends with its activation: it was kept at least the grace period (<see cref="Finish"/>), and
+    /// is deleted now, so no per-session timer waits for the grace period to end. One whose audit entries could not be
+    /// handed over is kept (a recovery reminder, where there is one, tries again later).
+    /// </summary>
     public override async Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
     {
         census.Report(ActivationCensus.QrSession, Key, null);
-        if (_listeners.Count > 0 && session.RecordExists && !IsTerminal(session.State.State))
+        if (!session.RecordExists)
         {
-            // Listeners live only here: the nodes that wait on a running session must list themselves again.
-            await _listeners.Notify(l => l.ListenAgainAsync(Key));
+            return;
+        }
+        if (!IsTerminal(session.State.State))
+        {
+            if (_listeners.Count > 0)
+            {
+                // Listeners live only here: the nodes that wait on a running session must list themselves again.
+                await _listeners.Notify(l => l.ListenAgainAsync(Key));
+            }
+            return;
+        }
+        try
+        {
+            if (await HandOverAuditAsync(session.State, Now))
+            {
+                await DeleteAsync();
+            }
+        }
+        catch (Exception e)
+        {
+            // Storage away: the state stays, and the recovery reminder (or the next call) deletes it later.
+            LogDeleteFailed(log, e.GetType().Name);
         }
     }
 
@@ -188,9 +213,12 @@ public sealed partial class QrSessionGrain(
             QrExpiresAt = now + options.QrTtl,
             TraceParent = traceParent,
         });
-        // Durable: if this silo dies, the session comes back elsewhere and still expires and is deleted. Its first tick
-        // is the session's natural end, so a ceremony that finishes in time never sees it.
-        _recovery = await this.RegisterOrUpdateReminder(RecoveryReminder, expiresAt - now, options.RecoveryPeriod);
+        if (options.RecoveryReminder)
+        {
+            // Durable: if this silo dies, the session comes back elsewhere and still expires and is deleted. Its first
+            // tick is the session's natural end, so a ceremony that finishes in time never sees it.
+            _recovery = await this.RegisterOrUpdateReminder(RecoveryReminder, expiresAt - now, options.RecoveryPeriod);
+        }
         return new SessionCreated(Key, desktopToken, snapshot);
     }
 
@@ -442,6 +470,7 @@ public sealed partial class QrSessionGrain(
                         await DeleteAsync();
                         return null;
                     }
+                    Finish(s, now);
                 }
                 census.Report(ActivationCensus.QrSession, Key, s.State);
                 ArmTimer(s);
@@ -456,11 +485,12 @@ public sealed partial class QrSessionGrain(
         await session.DeleteAsync(this);
         census.Report(ActivationCensus.QrSession, Key, null);
         _deadline?.Dispose();
+        _deadline = null;
         if (_recovery is { } recovery)
         {
             await this.UnregisterReminder(recovery);
         }
-        else
+        else if (options.RecoveryReminder)
         {
             await this.ForgetReminderAsync(RecoveryReminder); // registered by an activation that is gone
         }
@@ -652,14 +682,41 @@ public sealed partial class QrSessionGrain(
         // re-read snapshots on reconnect and long-polls on timeout, so a lost message delays an update, never loses it.
         var change = new QrSessionChanged(next.Version, snapshot);
         await _listeners.Notify(l => l.ChangedAsync(change));
+        if (IsTerminal(next.State))
+        {
+            Finish(next, Now);
+        }
         ArmTimer(next);
         return snapshot;
     }
 
-    /// <summary>Points the timer at the state's next deadline, unless it already points there (reads call this too).</summary>
+    /// <summary>
+    /// A finished session stays active (so late callers get the precise error) for the rest of the grace period, and
+    /// its deactivation deletes it: idle collection does the waiting, with no timer per finished session (a node that
+    /// finishes a thousand sessions a second would otherwise hold over a hundred thousand timers).
+    /// </summary>
+    private void Finish(QrSessionState s, DateTimeOffset now)
+    {
+        var left = s.EndedAt!.Value + options.TerminalGrace - now;
+        if (left > TimeSpan.Zero)
+        {
+            DelayDeactivation(left);
+        }
+    }
+
+    /// <summary>
+    /// Points the timer at the state's next deadline, unless it already points there (reads call this too). A finished
+    /// session needs one only to hand its audit entries over.
+    /// </summary>
     private void ArmTimer(QrSessionState s)
     {
-        var deadline = NextDeadline(s);
+        if (NextDeadline(s) is not { } deadline)
+        {
+            _armedFor = null;
+            _deadline?.Dispose();
+            _deadline = null;
+            return;
+        }
         if (_armedFor == deadline)
         {
             return;
@@ -684,14 +741,14 @@ public sealed partial class QrSessionGrain(
         }
     }
 
-    /// <summary>An ended session's first deadline is handing its audit entries over, right away; then its deletion.</summary>
-    private DateTimeOffset NextDeadline(QrSessionState s) => s.State switch
+    /// <summary>An ended session's one deadline is handing its audit entries over, right away (its deletion waits for collection).</summary>
+    private DateTimeOffset? NextDeadline(QrSessionState s) => s.State switch
     {
         Pending => s.QrExpiresAt < s.ExpiresAt ? s.QrExpiresAt : s.ExpiresAt,
         Scanned => s.ApproveBefore!.Value,
         Approved => s.ClaimBefore!.Value,
         _ when !_auditHandedOver && s.Audit.Count > 0 => _auditRetryAt ?? s.EndedAt!.Value,
-        _ => s.EndedAt!.Value + options.TerminalGrace,
+        _ => null,
     };
 
     private QrSessionSnapshot Snapshot(QrSessionState s) => new(
@@ -730,6 +787,9 @@ public sealed partial class QrSessionGrain(
 
     [LoggerMessage(LogLevel.Warning, "A finished QR session's audit entries could not be handed to the trail ({Error}); trying again")]
     private static partial void LogAuditHandOverFailed(ILogger log, string error);
+
+    [LoggerMessage(LogLevel.Warning, "A finished QR session could not be deleted as its activation ended ({Error}); it is deleted later")]
+    private static partial void LogDeleteFailed(ILogger log, string error);
 
     [LoggerMessage(LogLevel.Warning, "The audit trail refused a finished QR session's entries ({Code})")]
     private static partial void LogAuditRefused(ILogger log, string code);

@@ -18,6 +18,12 @@ public sealed class QrSessionOptions
     public TimeSpan RecoveryPeriod { get; set; } = TimeSpan.FromMinutes(1);
 
     /// <summary>
+    /// Whether a session registers that reminder. On the embedded default (in-memory storage and reminders, one silo)
+    /// nothing outlives the silo, so there is nothing for a reminder to bring back: it is off there unless set.
+    /// </summary>
+    public bool RecoveryReminder { get; set; } = true;
+
+    /// <summary>
     /// A session is created only with a public key (key binding, RFC 9449): its claim must prove the key and its
     /// tokens are bound to it. Off by default, so a plain curl can sign in.
     /// </summary>

@@ -26,6 +26,10 @@ public static class GrainServices
         var qr = section.GetSection("QrSession").Get<QrSessionOptions>() ?? new QrSessionOptions();
         qr.PublicOrigin = section.GetValue<string>("PublicOrigin") ?? "";
         qr.RecoveryPeriod = cluster.RecoveryReminderPeriod;
+        if (section.GetValue<bool?>("QrSession:RecoveryReminder") is null)
+        {
+            qr.RecoveryReminder = cluster.Provider != ClusterProvider.Localhost;
+        }
         services.TryAddSingleton(qr);
         services.TryAddSingleton(section.GetSection("Audit").Get<AuditOptions>() ?? new AuditOptions());
         services.TryAddSingleton<ActivationCensus>();
