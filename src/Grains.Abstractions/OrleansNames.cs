@@ -3,7 +3,7 @@ namespace QrOrleans;
 /// <summary>Names shared by the grains, the silo configuration and the gateway.</summary>
 public static class OrleansNames
 {
-    /// <summary>The grain storage every grain state uses (memory or Redis, per QrOrleans:Cluster:Provider).</summary>
+    /// <summary>The grain storage every grain state uses (in the process or Redis, per QrOrleans:Cluster:Provider).</summary>
     public const string Storage = "qrorleans";
 
     /// <summary>The memory stream provider that carries linked-account changes across the cluster.</summary>

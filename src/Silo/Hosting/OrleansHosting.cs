@@ -4,14 +4,15 @@ using Microsoft.Extensions.DependencyInjection.Extensions;
 using Orleans.Configuration;
 using Orleans.Dashboard;
 using Orleans.Hosting;
+using Orleans.Runtime.Hosting;
 using StackExchange.Redis;
 
 namespace QrOrleans.Silo.Hosting;
 
 /// <summary>
 /// Which Orleans providers a node uses, from <c>QrOrleans:Cluster:*</c>. The embedded default is one silo on
-/// localhost clustering with memory storage, reminders and streams; <c>Redis</c> is Orleans' own Redis
-/// clustering, grain storage and reminders, with memory streams between the silos.
+/// localhost clustering, with grain storage and reminders in the process and memory streams; <c>Redis</c> is
+/// Orleans' own Redis clustering, grain storage and reminders, with memory streams between the silos.
 /// </summary>
 public static class OrleansHosting
 {
@@ -43,10 +44,12 @@ public static class OrleansHosting
         switch (cluster.Provider)
         {
             case ClusterProvider.Localhost:
-                silo.AddMemoryGrainStorage(OrleansNames.Storage, o => o.GrainStorageSerializer = serializer);
+                // In this process, with no storage hop: Orleans' memory providers make every read, write and reminder
+                // operation a grain call (they are what Orleans documents for tests and development).
+                silo.AddLocalGrainStorage(OrleansNames.Storage, serializer);
                 // Orleans' own PubSub state is not System.Text.Json-friendly (dotnet/orleans#8588): Orleans' serializer for it.
-                silo.AddMemoryGrainStorage("PubSubStore", ob => ob.Configure<Orleans.Serialization.Serializer>((o, s) => o.GrainStorageSerializer = new OrleansGrainStorageSerializer(s)));
-                silo.UseInMemoryReminderService();
+                silo.AddLocalGrainStorage("PubSubStore", sp => new OrleansGrainStorageSerializer(sp.GetRequiredService<Orleans.Serialization.Serializer>()));
+                silo.UseLocalReminderTable();
                 break;
             case ClusterProvider.Redis:
                 var redis = ConfigurationOptions.Parse(cluster.RequireRedis());
@@ -83,6 +86,34 @@ public static class OrleansHosting
         }
         silo.Services.TryAddSingleton(cluster);
         silo.Services.TryAddKeyedSingleton(OrleansNames.Clock, TimeProvider.System);
+        return silo;
+    }
+
+    /// <summary>
+    /// A named grain storage provider in this process (<see cref="LocalGrainStorage"/>), registered as Orleans'
+    /// providers are: a keyed <see cref="IGrainStorage"/> under <paramref name="name"/>.
+    /// </summary>
+    public static ISiloBuilder AddLocalGrainStorage(this ISiloBuilder silo, string name, IGrainStorageSerializer serializer) =>
+        silo.AddLocalGrainStorage(name, _ => serializer);
+
+    /// <param name="serializer">The provider's serializer, from the silo's services (e.g. Orleans' own serializer).</param>
+    public static ISiloBuilder AddLocalGrainStorage(this ISiloBuilder silo, string name, Func<IServiceProvider, IGrainStorageSerializer> serializer)
+    {
+        silo.Services.TryAddSingleton<LocalStateStore>();
+        silo.Services.AddGrainStorage(name, (sp, key) => new LocalGrainStorage(
+            key, serializer(sp), sp.GetRequiredService<LocalStateStore>(), sp.GetRequiredService<Orleans.Serialization.Serializers.IActivatorProvider>()));
+        return silo;
+    }
+
+    /// <summary>
+    /// Orleans' reminder service on a reminder table in this process (<see cref="LocalReminderTable"/>), registered
+    /// as Orleans' reminder providers register theirs.
+    /// </summary>
+    public static ISiloBuilder UseLocalReminderTable(this ISiloBuilder silo)
+    {
+        silo.AddReminders();
+        silo.Services.TryAddSingleton<LocalReminderTable>();
+        silo.Services.AddSingleton<Orleans.IReminderTable>(sp => sp.GetRequiredService<LocalReminderTable>());
         return silo;
     }
 

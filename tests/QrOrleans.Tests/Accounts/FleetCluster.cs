@@ -43,9 +43,15 @@ public sealed class FleetCluster : IAsyncDisposable
     {
         var storage = restartOf?.Storage ?? new SharedGrainStorage();
         var vault = restartOf?.Vault ?? new CredentialVault(new VaultOptions { Keys = { ["1"] = CredentialVault.GenerateKey() }, CurrentVersion = 1 });
+        // Stream pub-sub state and reminders: one store and one table for all the silos, as on Redis, so a killed
+        // silo takes none of them along. A restarted cluster starts without them, as it did on Orleans' memory providers.
+        var store = new LocalStateStore();
+        var reminders = new LocalReminderTable();
         var builder = new InProcessTestClusterBuilder(silos);
         builder.ConfigureSilo((_, silo) =>
         {
+            silo.Services.AddSingleton(store);
+            silo.Services.AddSingleton(reminders);
             // Production's reminder periods (Orleans' 1-minute floor): recovery within seconds must come from the
             // fleet watch, not from a reminder.
             silo.UseQrOrleansSilo(new ClusterSettings

@@ -12,9 +12,9 @@ namespace QrOrleans.Tests.Infrastructure;
 
 /// <summary>
 /// Real Orleans silos in this process (TestingHost's <see cref="InProcessTestCluster"/>) with the system's own
-/// providers: memory storage, in-memory reminders, memory streams. Grains read "now" from <see cref="Clock"/>, a
-/// <see cref="FakeTimeProvider"/> the test moves by hand, unless the harness is started on the real clock (for
-/// timers and reminders, which Orleans runs on real time).
+/// embedded providers: grain storage and reminders in the process, memory streams. Grains read "now" from
+/// <see cref="Clock"/>, a <see cref="FakeTimeProvider"/> the test moves by hand, unless the harness is started on the
+/// real clock (for timers and reminders, which Orleans runs on real time).
 /// </summary>
 public sealed class SiloHarness : IAsyncDisposable
 {
@@ -55,9 +55,15 @@ public sealed class SiloHarness : IAsyncDisposable
         cluster?.Invoke(settings);
         options.RecoveryPeriod = settings.RecoveryReminderPeriod;
         var clock = realClock ? null : new FakeTimeProvider(Start);
+        // One state store and one reminder table for all the silos, as a real cluster's silos share Redis; with one
+        // silo, this is the embedded mode as the product runs it.
+        var store = new LocalStateStore();
+        var reminders = new LocalReminderTable();
         var builder = new InProcessTestClusterBuilder((short)silos);
         builder.ConfigureSilo((_, s) =>
         {
+            s.Services.AddSingleton(store);
+            s.Services.AddSingleton(reminders);
             s.Services.AddSingleton(options);
             s.Services.AddSingleton(new AuditOptions());
             s.Services.AddSingleton<ActivationCensus>();

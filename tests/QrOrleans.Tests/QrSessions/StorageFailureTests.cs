@@ -94,7 +94,7 @@ public sealed class StorageFailureTests
     /// <summary>The system's grain storage, with writes refused while <paramref name="fault"/> says so.</summary>
     private static void Flaky(ISiloBuilder silo, StorageFault fault)
     {
-        silo.AddMemoryGrainStorage("flaky-inner", o => o.GrainStorageSerializer = new JsonGrainStateSerializer());
+        silo.AddLocalGrainStorage("flaky-inner", new JsonGrainStateSerializer());
         silo.Services.AddKeyedSingleton<IGrainStorage>(OrleansNames.Storage,
             (sp, _) => new FlakyStorage(sp.GetRequiredKeyedService<IGrainStorage>("flaky-inner"), fault));
     }
@@ -104,7 +104,7 @@ public sealed class StorageFailureTests
         public volatile bool FailWrites;
     }
 
-    /// <summary>The memory storage, with writes refused on demand as a storage that went away refuses them.</summary>
+    /// <summary>The embedded storage, with writes refused on demand as a storage that went away refuses them.</summary>
     private sealed class FlakyStorage(IGrainStorage inner, StorageFault fault) : IGrainStorage, ILifecycleParticipant<ISiloLifecycle>
     {
         public Task ReadStateAsync<T>(string stateName, GrainId grainId, IGrainState<T> grainState) => inner.ReadStateAsync(stateName, grainId, grainState);
