@@ -39,7 +39,7 @@ public static class ClusterApi
         var accounts = r.Census[ActivationCensus.LinkedAccount];
         // The whole ring (every grain hash): a finished session leaves none behind, so this stays near the live count.
         int? reminders = context.RequestServices.GetService<Orleans.IReminderTable>() is { } table
-            ? (await table.ReadRows(0, uint.MaxValue)).Reminders.Count
+            ? (await table.ReadRows(0, 0)).Reminders.Count // begin == end: the whole ring (0, uint.MaxValue] would miss hash 0
             : null;
         return TypedResults.Ok(new ClusterView(
             r.Self,

@@ -125,9 +125,9 @@ public sealed partial class QrSessionGrain(
     }
 
     /// <summary>
-    /// A finished session ends with its activation: it was kept at least the grace period (<see cref="Finish"/>), and
-    /// is deleted now, so no per-session timer waits for the grace period to end. One whose audit entries could not be
-    /// handed over is kept (a recovery reminder, where there is one, tries again later).
+    /// A finished session ends with its idle activation: it was kept at least the grace period (<see cref="Finish"/>),
+    /// and is deleted when collected, so no per-session timer waits for the grace period to end. One whose audit
+    /// entries could not be handed over is kept (a recovery reminder, where there is one, tries again later).
     /// </summary>
     public override async Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
     {
@@ -144,6 +144,10 @@ public sealed partial class QrSessionGrain(
                 await _listeners.Notify(l => l.ListenAgainAsync(Key));
             }
             return;
+        }
+        if (reason.ReasonCode != DeactivationReasonCode.ActivationIdle)
+        {
+            return; // stepping aside for a write conflict, a move or a shutdown: the next activation decides
         }
         try
         {

@@ -56,6 +56,12 @@ public sealed class ClusterSettings
     public TimeSpan CollectionAge { get; set; } = TimeSpan.FromMinutes(2);
 
     /// <summary>
+    /// How often Orleans' collector looks for idle activations (Orleans' default: 1 minute; it must stay below
+    /// <see cref="CollectionAge"/>). A finished QR session is deleted when it is collected.
+    /// </summary>
+    public TimeSpan CollectionQuantum { get; set; } = TimeSpan.FromMinutes(1);
+
+    /// <summary>
     /// How often each silo polls the memory stream queues (linked-account changes): the longest such an event waits.
     /// QR session changes do not travel on streams.
     /// </summary>

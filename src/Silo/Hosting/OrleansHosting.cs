@@ -16,6 +16,9 @@ namespace QrOrleans.Silo.Hosting;
 /// </summary>
 public static class OrleansHosting
 {
+    /// <summary>The memory stream provider's queues: the same number on every silo and client.</summary>
+    public const int StreamQueues = 4;
+
     /// <summary>A silo of this system: its clustering, then <see cref="AddQrOrleansProviders"/>.</summary>
     public static ISiloBuilder UseQrOrleansSilo(this ISiloBuilder silo, ClusterSettings cluster)
     {
@@ -40,7 +43,7 @@ public static class OrleansHosting
     /// </summary>
     public static ISiloBuilder AddQrOrleansProviders(this ISiloBuilder silo, ClusterSettings cluster)
     {
-        var serializer = new JsonGrainStateSerializer();
+        var serializer = GrainStateJson.Serializer;
         switch (cluster.Provider)
         {
             case ClusterProvider.Localhost:
@@ -72,11 +75,15 @@ public static class OrleansHosting
         // one direct message each, without a queue to poll.
         silo.AddMemoryStreams(OrleansNames.Streams, streams =>
         {
-            streams.ConfigurePartitioning(4);
+            streams.ConfigurePartitioning(StreamQueues);
             streams.ConfigurePullingAgent(o => o.Configure(a => a.GetQueueMsgsTimerPeriod = cluster.StreamPollPeriod));
         });
         silo.Configure<ReminderOptions>(o => o.MinimumReminderPeriod = cluster.MinimumReminderPeriod);
-        silo.Configure<GrainCollectionOptions>(o => o.CollectionAge = cluster.CollectionAge);
+        silo.Configure<GrainCollectionOptions>(o =>
+        {
+            o.CollectionAge = cluster.CollectionAge;
+            o.CollectionQuantum = cluster.CollectionQuantum;
+        });
         silo.AddOutgoingGrainCallFilter<RetryOnConflict>();
         // Grain calls continue the caller's trace (spans of the "Microsoft.Orleans.*" sources, where someone listens).
         silo.AddActivityPropagation();
@@ -131,7 +138,8 @@ public static class OrleansHosting
                 client.Configure<GatewayOptions>(o => o.GatewayListRefreshPeriod = TimeSpan.FromSeconds(2));
                 break;
         }
-        client.AddMemoryStreams(OrleansNames.Streams);
+        // As many queues as the silos read: an event a client published to a queue no silo reads would be lost.
+        client.AddMemoryStreams(OrleansNames.Streams, streams => streams.ConfigurePartitioning(StreamQueues));
         client.AddOutgoingGrainCallFilter<RetryOnConflict>();
         client.AddActivityPropagation();
         if (cluster.OrleansDashboard)

@@ -96,7 +96,7 @@ public sealed class FleetCluster : IAsyncDisposable
 public sealed class SharedGrainStorage : IGrainStorage, ILifecycleParticipant<ISiloLifecycle>
 {
     private readonly ConcurrentDictionary<(string State, GrainId Grain), (BinaryData Data, string ETag)> _documents = new();
-    private readonly JsonGrainStateSerializer _serializer = new();
+    private readonly Orleans.Storage.IGrainStorageSerializer _serializer = GrainStateJson.Serializer;
     private long _etag;
 
     /// <summary>The stored document of a grain, as text.</summary>

@@ -45,7 +45,7 @@ public sealed class LocalGrainStorageTests
         }
     }
 
-    private LocalGrainStorage Storage(string name = "notes") => new(name, new JsonGrainStateSerializer(), _store, Activators);
+    private LocalGrainStorage Storage(string name = "notes") => new(name, GrainStateJson.Serializer, _store, Activators);
 
     private static async Task<Slot> ReadAsync(IGrainStorage storage, GrainId grain, string stateName = "note")
     {
@@ -219,7 +219,7 @@ public sealed class LocalGrainStorageTests
         var note = new Note { Text = "bytes", Tags = ["x"] };
         await storage.WriteStateAsync("note", Alice, new Slot(note));
 
-        var expected = new JsonGrainStateSerializer().Serialize(note).ToArray();
+        var expected = GrainStateJson.Serializer.Serialize(note).ToArray();
         Assert.Equal(expected, _store.Find("notes", "note", Alice)!.Data.ToArray());
         Assert.Equal("""{"text":"bytes","tags":["x"]}""", System.Text.Encoding.UTF8.GetString(expected));
     }

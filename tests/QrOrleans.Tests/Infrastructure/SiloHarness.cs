@@ -73,7 +73,7 @@ public sealed class SiloHarness : IAsyncDisposable
             s.AddQrOrleansProviders(settings);
             silo?.Invoke(s);
         });
-        builder.ConfigureClient(c => c.AddMemoryStreams(OrleansNames.Streams).AddOutgoingGrainCallFilter<RetryOnConflict>());
+        builder.ConfigureClient(c => c.AddMemoryStreams(OrleansNames.Streams, streams => streams.ConfigurePartitioning(OrleansHosting.StreamQueues)).AddOutgoingGrainCallFilter<RetryOnConflict>());
         var testCluster = builder.Build();
         await testCluster.DeployAsync();
         return new SiloHarness(testCluster, clock);

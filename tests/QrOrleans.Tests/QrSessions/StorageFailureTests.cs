@@ -94,7 +94,7 @@ public sealed class StorageFailureTests
     /// <summary>The system's grain storage, with writes refused while <paramref name="fault"/> says so.</summary>
     private static void Flaky(ISiloBuilder silo, StorageFault fault)
     {
-        silo.AddLocalGrainStorage("flaky-inner", new JsonGrainStateSerializer());
+        silo.AddLocalGrainStorage("flaky-inner", GrainStateJson.Serializer);
         silo.Services.AddKeyedSingleton<IGrainStorage>(OrleansNames.Storage,
             (sp, _) => new FlakyStorage(sp.GetRequiredKeyedService<IGrainStorage>("flaky-inner"), fault));
     }
