@@ -72,11 +72,13 @@ public static class GatewayApp
         app.UseQrAuthentication();
 
         app.MapApiReference();
-        app.MapQrSessionsApi();
-        app.MapDevicesApi();
-        app.MapClusterApi();
-        app.MapAccountsApi();
-        app.MapAuditApi();
+        // One group for the APIs, so that each request that met a write conflict is run again once, here.
+        var api = app.MapGroup("").WithConflictRetry();
+        api.MapQrSessionsApi();
+        api.MapDevicesApi();
+        api.MapClusterApi();
+        api.MapAccountsApi();
+        api.MapAuditApi();
         app.MapDashboard();
         app.MapHub<QrHub>("/hubs/qr");
         app.MapPages();

@@ -35,7 +35,6 @@ public static class DashboardApi
         // The silo-side feeds of this node's figures: stale-ETag refusals and committed session transitions. Only a
         // co-hosted silo runs incoming filters and QR session grains; on a Client-role gateway both are inert.
         // TryAddEnumerable: one observer however often this is registered, so no transition counts twice.
-        services.AddSingleton<IIncomingGrainCallFilter, ConflictCount>();
         services.TryAddEnumerable(ServiceDescriptor.Singleton<IQrSessionObserver, CeremonyTelemetry>(sp => sp.GetRequiredService<CeremonyTelemetry>()));
         // Guessing the operator key through the form: a few tries a minute per address.
         services.Configure<RateLimiterOptions>(o => o.AddPolicy(SignInLimit, context => limits.Enabled

@@ -1,5 +1,6 @@
 using Microsoft.AspNetCore.Http.HttpResults;
 using QrOrleans.Audit;
+using QrOrleans.QrSessions;
 using QrOrleans.Gateway.Auth;
 using QrOrleans.Gateway.QrSessions;
 using QrOrleans.Gateway.Users;
@@ -40,11 +41,13 @@ public sealed partial class AuditTrail(IGrainFactory grains, NodeStats stats, Qr
     /// A step of a QR ceremony, which the session grain keeps and hands to the user's trail when the ceremony ends (one
     /// write for the ceremony): here only this node's live view (the dashboard) and the counter hear of it.
     /// </summary>
-    public void Noted(HttpContext context, string userId, string action, string? actorDeviceId = null,
-        string? deviceId = null, string? sessionId = null, string? client = null)
+    public void Noted(PhoneActor phone, string userId, string action, string sessionId) =>
+        Noted(userId, new AuditEntry(DateTimeOffset.UtcNow, action, phone.Ip, phone.Client, phone.DeviceId, SessionId: sessionId));
+
+    public void Noted(string userId, AuditEntry entry)
     {
-        stats.Audited(userId, new AuditEntry(DateTimeOffset.UtcNow, action, context.ClientIp(), client ?? CallerClient(context), actorDeviceId, deviceId, sessionId));
-        telemetry.AuditAppends.Add(1, new KeyValuePair<string, object?>("action", action));
+        stats.Audited(userId, entry);
+        telemetry.AuditAppends.Add(1, new KeyValuePair<string, object?>("action", entry.Action));
     }
 
     [LoggerMessage(LogLevel.Warning, "An audit entry ({Action}) could not be appended: {Error}")]

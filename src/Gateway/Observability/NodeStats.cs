@@ -89,7 +89,7 @@ public sealed class NodeStats(TimeProvider time)
     /// <summary>Grows on every figure recorded; the publisher writes only when it moved.</summary>
     public long Changes => Interlocked.Read(ref _changes);
 
-    /// <summary>Grain calls on this silo refused for a stale ETag (<see cref="InconsistentStateException"/>), since start.</summary>
+    /// <summary>Requests to this node run again after a write conflict (<see cref="InconsistentStateException"/>), since start.</summary>
     public long TurnConflicts => Interlocked.Read(ref _conflicts);
 
     public void Conflict()
@@ -189,26 +189,5 @@ public sealed class NodeStats(TimeProvider time)
         public Dictionary<string, long> Transitions { get; } = [];
         public Dictionary<int, long> Ceremony { get; } = [];
         public Dictionary<int, long> Notify { get; } = [];
-    }
-}
-
-/// <summary>
-/// Counts the grain calls on this silo that failed with <see cref="InconsistentStateException"/>: a second activation
-/// wrote first, this one stepped aside, and the caller's RetryOnConflict sent the call again (the old runtime's
-/// "turn conflicts").
-/// </summary>
-public sealed class ConflictCount(NodeStats stats) : IIncomingGrainCallFilter
-{
-    public async Task Invoke(IIncomingGrainCallContext context)
-    {
-        try
-        {
-            await context.Invoke().ConfigureAwait(true);
-        }
-        catch (InconsistentStateException)
-        {
-            stats.Conflict();
-            throw;
-        }
     }
 }

@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Text.Json;
 using Microsoft.AspNetCore.SignalR;
 using QrOrleans.Gateway.Observability;
+using QrOrleans.Gateway.Problems;
 using QrOrleans.QrSessions;
 
 namespace QrOrleans.Gateway.QrSessions;
@@ -11,13 +12,18 @@ namespace QrOrleans.Gateway.QrSessions;
 /// on every change. Any node can serve any desktop: changes reach this node through its grain observer (SessionWatches).
 /// </summary>
 public sealed class QrHub(
-    IGrainFactory grains, SessionWatches watches, IHubContext<QrHub> hub, CeremonyTelemetry telemetry, ILogger<QrHub> log) : Hub
+    IGrainFactory grains, SessionWatches watches, IHubContext<QrHub> hub, CeremonyTelemetry telemetry, NodeStats stats, ILogger<QrHub> log) : Hub
 {
     public async Task Watch(string sessionId, string desktopToken)
     {
         try
         {
-            await WatchCoreAsync(sessionId, desktopToken);
+            // As the HTTP API's requests, run again once after a write conflict (Problems.ConflictRetry).
+            await ConflictRetry.RunAsync(async () =>
+            {
+                await WatchCoreAsync(sessionId, desktopToken);
+                return true;
+            }, () => true, stats);
         }
         catch (Exception e) when (e is not HubException && Problems.ProblemResponses.Unavailable(e))
         {

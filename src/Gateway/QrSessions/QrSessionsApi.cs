@@ -283,8 +283,8 @@ public static class QrSessionsApi
         // Minting happens here and nowhere else, and the tokens go only into this response.
         var access = await tokens.IssueAsync(grant.UserId, grant.DeviceId, grant.KeyThumbprint, CancellationToken.None);
         await grain.ConfirmClaimAsync(desktopToken, grant.GrantId!, context.ClientIp(), CancellationToken.None);
-        audit.Noted(context, grant.UserId, AuditActions.DeviceLinked, deviceId: grant.DeviceId, sessionId: id,
-            client: $"{grant.DeviceName} ({grant.DeviceKind})");
+        audit.Noted(grant.UserId, new AuditEntry(DateTimeOffset.UtcNow, AuditActions.DeviceLinked, context.ClientIp(),
+            $"{grant.DeviceName} ({grant.DeviceKind})", DeviceId: grant.DeviceId, SessionId: id));
         return TypedResults.Ok(new ClaimResponse(access, AccessTokens.TokenType(grant.KeyThumbprint), (int)tokens.Lifetime.TotalSeconds,
             session.RefreshToken, new ClaimedDevice(session.Device.Id, session.Device.Name), session.User));
     }
@@ -296,9 +296,9 @@ public static class QrSessionsApi
         {
             throw body.Url is null && body.Token is null ? Errors.Validation("Send { \"url\": \"…\" } or { \"token\": \"…\" }.") : Errors.QrInvalid();
         }
-        var scan = await grains.Grain<IQrSessionGrain>(sessionId)
-            .ScanAsync(secret, caller.UserId, context.ClientIp(), Phone(context, caller), context.RequestAborted);
-        audit.Noted(context, caller.UserId, AuditActions.QrScanned, caller.DeviceId, sessionId: sessionId);
+        var phone = Phone(context, caller);
+        var scan = await grains.Grain<IQrSessionGrain>(sessionId).ScanAsync(secret, caller.UserId, phone.Ip, phone, context.RequestAborted);
+        audit.Noted(phone, caller.UserId, AuditActions.QrScanned, sessionId: sessionId);
         return TypedResults.Ok(scan);
     }
 
@@ -310,17 +310,18 @@ public static class QrSessionsApi
             throw Errors.Validation("number is required: the two-digit number shown on the other device.");
         }
         var grain = SessionGrainForPhone(grains, id);
+        var phone = Phone(context, caller);
         QrSessionSnapshot approved;
         try
         {
-            approved = await grain.ApproveAsync(caller.UserId, number, Phone(context, caller), context.RequestAborted);
+            approved = await grain.ApproveAsync(caller.UserId, number, phone, context.RequestAborted);
         }
         catch (GrainException e) when (e.Code == "number_mismatch")
         {
-            audit.Noted(context, caller.UserId, AuditActions.QrRejected, caller.DeviceId, sessionId: id);
+            audit.Noted(phone, caller.UserId, AuditActions.QrRejected, sessionId: id);
             throw;
         }
-        audit.Noted(context, caller.UserId, AuditActions.QrApproved, caller.DeviceId, sessionId: id);
+        audit.Noted(phone, caller.UserId, AuditActions.QrApproved, sessionId: id);
         return TypedResults.Ok(new StateResponse(approved.State));
     }
 
@@ -328,8 +329,9 @@ public static class QrSessionsApi
     {
         var caller = context.Caller();
         var grain = SessionGrainForPhone(grains, id);
-        var rejected = await grain.RejectAsync(caller.UserId, Phone(context, caller), context.RequestAborted);
-        audit.Noted(context, caller.UserId, AuditActions.QrRejected, caller.DeviceId, sessionId: id);
+        var phone = Phone(context, caller);
+        var rejected = await grain.RejectAsync(caller.UserId, phone, context.RequestAborted);
+        audit.Noted(phone, caller.UserId, AuditActions.QrRejected, sessionId: id);
         return TypedResults.Ok(new StateResponse(rejected.State));
     }
 

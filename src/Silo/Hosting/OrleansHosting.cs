@@ -38,7 +38,7 @@ public static class OrleansHosting
     }
 
     /// <summary>
-    /// Everything but clustering: grain storage, reminders, streams, the conflict retry and the dashboard's silo side.
+    /// Everything but clustering: grain storage, reminders, streams and the dashboard's silo side (a write conflict is retried at the gateway's edge, ConflictRetry).
     /// Orleans' TestingHost brings its own clustering and calls only this.
     /// </summary>
     public static ISiloBuilder AddQrOrleansProviders(this ISiloBuilder silo, ClusterSettings cluster)
@@ -84,7 +84,6 @@ public static class OrleansHosting
             o.CollectionAge = cluster.CollectionAge;
             o.CollectionQuantum = cluster.CollectionQuantum;
         });
-        silo.AddOutgoingGrainCallFilter<RetryOnConflict>();
         // Grain calls continue the caller's trace (spans of the "Microsoft.Orleans.*" sources, where someone listens).
         silo.AddActivityPropagation();
         if (cluster.OrleansDashboard)
@@ -140,7 +139,6 @@ public static class OrleansHosting
         }
         // As many queues as the silos read: an event a client published to a queue no silo reads would be lost.
         client.AddMemoryStreams(OrleansNames.Streams, streams => streams.ConfigurePartitioning(StreamQueues));
-        client.AddOutgoingGrainCallFilter<RetryOnConflict>();
         client.AddActivityPropagation();
         if (cluster.OrleansDashboard)
         {

@@ -1,11 +1,11 @@
 using Orleans.Storage;
 
-namespace QrOrleans.Silo.Hosting;
+namespace QrOrleans.Tests.Infrastructure;
 
 /// <summary>
-/// A grain whose write was refused for its ETag (another activation wrote first) deactivates and throws
-/// <see cref="InconsistentStateException"/>; nothing of that call was stored or published. The caller's side
-/// sends the call again, to a fresh activation on fresh state, so no caller sees the conflict.
+/// The test cluster's client plays the gateway's edge (ConflictRetry): a grain whose write was refused for its ETag
+/// deactivates and throws <see cref="InconsistentStateException"/>, and the call is sent again to a fresh activation
+/// on fresh state, so no caller sees the conflict.
 /// </summary>
 public sealed class RetryOnConflict : IOutgoingGrainCallFilter
 {
