@@ -69,14 +69,14 @@ public static partial class CompareBench
                         : await BuildCommitAsync(repo, spec.Build, key, logs, ct);
                     builds[key] = build;
                 }
-                variants.Add(new Variant(spec.Name, build, spec.Transport, spec.Redis, spec.ExtraArgs, spec.ServerArgs));
+                variants.Add(new Variant(spec.Name, build, spec.Transport, spec.Redis, spec.ExtraArgs, spec.ServerArgs, spec.ServerEnvironment));
             }
 
             Console.WriteLine(string.Create(C,
                 $"compare: rounds={rounds} seconds={seconds} warmup={warmup} concurrency={concurrency} cores={Environment.ProcessorCount}, logs in {logs}"));
             foreach (var v in variants)
             {
-                Console.WriteLine($"  {v.Name} = {v.Label}: {v.Build.Describe()}{(v.ExtraArgs.Count > 0 ? " bench args: " + string.Join(' ', v.ExtraArgs) : "")}{(v.ServerArgs.Count > 0 ? " server args: " + string.Join(' ', v.ServerArgs) : "")}");
+                Console.WriteLine($"  {v.Name} = {v.Label}: {v.Build.Describe()}{(v.ExtraArgs.Count > 0 ? " bench args: " + string.Join(' ', v.ExtraArgs) : "")}{(v.ServerArgs.Count > 0 ? " server args: " + string.Join(' ', v.ServerArgs) : "")}{(v.ServerEnvironment.Count > 0 ? " server environment: " + string.Join(' ', v.ServerEnvironment.Select(e => e.Key + "=" + e.Value)) : "")}");
             }
 
             var results = variants.ToDictionary(v => v.Name, _ => new Figures?[rounds]);
@@ -148,7 +148,10 @@ public static partial class CompareBench
             }
             serverArgs.AddRange(v.ServerArgs);
             node = new LocalNode(v.Name == 'A' ? 1 : 2, v.Build.GatewayDll, Path.Combine(v.Build.Tree, "src", "Gateway"), serverArgs,
-                stem + "-gateway.log", port);
+                stem + "-gateway.log", port)
+            {
+                ProcessEnvironment = v.ServerEnvironment,
+            };
             node.Start();
             await node.WaitUntilReadyAsync(HealthTimeout, ct, "healthz");
             var pid = node.Pid ?? throw new BenchException($"the gateway exited right after its start; see {node.LogFile}");
@@ -540,7 +543,10 @@ public static partial class CompareBench
         // Settings of the server itself, e.g. "--QrOrleans:Cluster:OrleansDashboard=false": one variant of a setting
         // against the other, on the same build, in one run.
         var server = (args.Get($"{name}-server-args") ?? "").Split(' ', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
-        return new VariantSpec(char.ToUpperInvariant(name), build, transport, Flag(args, $"{name}-redis", false), extra, server);
+        // The server process' runtime settings, e.g. "DOTNET_GCConserveMemory=7 DOTNET_gcServer=0" (GC choices).
+        var environment = (args.Get($"{name}-env") ?? "").Split(' ', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .Select(e => e.Split('=', 2)).ToDictionary(e => e[0], e => e.Length > 1 ? e[1] : "", StringComparer.Ordinal);
+        return new VariantSpec(char.ToUpperInvariant(name), build, transport, Flag(args, $"{name}-redis", false), extra, server, environment);
     }
 
     private static bool Flag(Args args, string key, bool fallback) => args.Get(key)?.ToLowerInvariant() switch
@@ -570,7 +576,8 @@ public static partial class CompareBench
         }
     }
 
-    private sealed record VariantSpec(char Name, string Build, string Transport, bool Redis, IReadOnlyList<string> ExtraArgs, IReadOnlyList<string> ServerArgs);
+    private sealed record VariantSpec(char Name, string Build, string Transport, bool Redis, IReadOnlyList<string> ExtraArgs, IReadOnlyList<string> ServerArgs,
+        IReadOnlyDictionary<string, string> ServerEnvironment);
 
     /// <summary>A built tree: its sources (the gateway's content root) and the two dlls. <c>Sha</c> is null for ".".</summary>
     private sealed record Build(string Given, string? Sha, string Tree, string Artifacts)
@@ -582,9 +589,12 @@ public static partial class CompareBench
         public string Describe() => Sha is null ? $"the working tree {Tree}, built in {Artifacts}" : $"{Sha[..10]} in {Tree}";
     }
 
-    private sealed record Variant(char Name, Build Build, string Transport, bool Redis, IReadOnlyList<string> ExtraArgs, IReadOnlyList<string> ServerArgs)
+    private sealed record Variant(char Name, Build Build, string Transport, bool Redis, IReadOnlyList<string> ExtraArgs, IReadOnlyList<string> ServerArgs,
+        IReadOnlyDictionary<string, string> ServerEnvironment)
     {
-        public string Label => $"{Build.Given}@{Transport}{(Redis ? "+redis" : "")}{(ServerArgs.Count > 0 ? "+" + string.Join('+', ServerArgs.Select(a => a.TrimStart('-'))) : "")}";
+        public string Label => $"{Build.Given}@{Transport}{(Redis ? "+redis" : "")}"
+            + string.Concat(ServerArgs.Select(a => "+" + a.TrimStart('-')))
+            + string.Concat(ServerEnvironment.Select(e => $"+{e.Key}={e.Value}"));
     }
 
     private sealed record Figures(double Rate, double P99Ms, double ServerCpuUs, double? RedisPerCeremony, long Errors);

@@ -313,6 +313,9 @@ public sealed class LocalNode : IAsyncDisposable
 
     public string LogFile => _log;
 
+    /// <summary>Runtime settings of the node's process only (e.g. DOTNET_GCConserveMemory), not the bench's.</summary>
+    public IReadOnlyDictionary<string, string> ProcessEnvironment { get; init; } = new Dictionary<string, string>();
+
     /// <summary>Starts the process (not waiting for readiness).</summary>
     public void Start()
     {
@@ -334,6 +337,10 @@ public sealed class LocalNode : IAsyncDisposable
         psi.Environment.Remove("ASPNETCORE_URLS");
         psi.Environment.Remove("DOTNET_URLS");
         psi.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
+        foreach (var (key, value) in ProcessEnvironment)
+        {
+            psi.Environment[key] = value;
+        }
         // QrOrleans__* of the bench's own environment must not leak into a node.
         foreach (var key in psi.Environment.Keys.Where(k => k.StartsWith("QrOrleans__", StringComparison.OrdinalIgnoreCase)).ToList())
         {

@@ -9,7 +9,7 @@ using QrOrleans.Bench;
 //   soak       --seconds <n> [--nodes 3] [--rate 20] [--fsync everysec|always] [--gateway <QrOrleans.Gateway.dll>] (its own redis-server and nodes; LocalCluster.cs)
 //   failover   [--nodes 3] [--kills 5] [--sessions 12] [--gateway <QrOrleans.Gateway.dll>]
 //   compare    --a <build> --b <build> [--rounds 3] [--a-transport signalr|sse] [--b-transport …] [--a-redis yes] [--b-redis yes]
-//              [--seconds 20] [--warmup 45] [--concurrency 16] [--a-args "<ceremonies options>"] [--b-args …] [--a-server-args "<gateway options>"] [--b-server-args …] [--keep-builds yes] [--repo <path>]
+//              [--seconds 20] [--warmup 45] [--concurrency 16] [--a-args "<ceremonies options>"] [--b-args …] [--a-server-args "<gateway options>"] [--b-server-args …] [--a-env "<K=V …>"] [--b-env …] [--keep-builds yes] [--repo <path>]
 //              (a build is "." (this working tree) or a commit; each run a fresh gateway of that build, driven by that build's
 //              own ceremonies bench; rounds alternate AB BA …; prints the A/B ratios. CompareBench.cs)
 if (args.Length == 0 || args[0] is "-h" or "--help" or "help")
@@ -55,7 +55,7 @@ static int Usage()
           QrOrleans.Bench failover [--nodes 3] [--kills 5] [--sessions 12] [--fsync everysec|always] [--gateway <QrOrleans.Gateway.dll>]
           QrOrleans.Bench compare --a <build> --b <build> [--rounds 3] [--a-transport signalr|sse] [--b-transport signalr|sse]
                                   [--a-redis yes|no] [--b-redis yes|no] [--seconds 20] [--warmup 45] [--concurrency 16]
-                                  [--a-args "<more ceremonies options>"] [--b-args "<…>"] [--a-server-args "<gateway options>"] [--b-server-args "<…>"] [--keep-builds yes|no] [--repo <path>]
+                                  [--a-args "<more ceremonies options>"] [--b-args "<…>"] [--a-server-args "<gateway options>"] [--b-server-args "<…>"] [--a-env "<K=V …>"] [--b-env "<…>"] [--keep-builds yes|no] [--repo <path>]
               a build is . (the working tree, built into /tmp/qro-compare/worktree-artifacts) or a commit-ish (checked out
               and built once per sha in /tmp/qro-compare/<sha>); e.g. --a . --b 93b6a41, --a . --a-transport sse --b .,
               --a . --a-redis yes --b .
