@@ -201,27 +201,41 @@ public static class QrSessionsApi
                 await response.WriteAsync(": up to date\n\n", context.RequestAborted);
                 await response.Body.FlushAsync(context.RequestAborted);
             }
-            while (!context.RequestAborted.IsCancellationRequested)
+            // The desktop leaving closes the feed, so the wait ends with no exception; the heartbeat is the stream's own.
+            using var closing = context.RequestAborted.Register(static f => ((SnapshotFeed)f!).Close(), feed);
+            var heartbeat = new CancellationTokenSource();
+            try
             {
-                using var heartbeat = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted);
-                heartbeat.CancelAfter(TimeSpan.FromSeconds(15));
-                try
+                while (true)
                 {
-                    if (await feed.NextAsync(have, heartbeat.Token) is not { } next)
+                    if (!heartbeat.TryReset())
                     {
-                        return; // the session is gone
+                        heartbeat.Dispose();
+                        heartbeat = new CancellationTokenSource();
                     }
-                    have = next.Version;
-                    var json = System.Text.Json.JsonSerializer.Serialize(next, GrainJson.Options);
-                    await WriteEventAsync(response, next.Version, json, context.RequestAborted);
-                    telemetry.DesktopNotified(next, CeremonyTelemetry.ServerSentEvents);
+                    heartbeat.CancelAfter(TimeSpan.FromSeconds(15));
+                    try
+                    {
+                        if (await feed.NextAsync(have, heartbeat.Token) is not { } next)
+                        {
+                            return; // the desktop left, or the session is gone
+                        }
+                        have = next.Version;
+                        var json = System.Text.Json.JsonSerializer.Serialize(next, GrainJson.Options);
+                        await WriteEventAsync(response, next.Version, json, context.RequestAborted);
+                        telemetry.DesktopNotified(next, CeremonyTelemetry.ServerSentEvents);
+                    }
+                    catch (OperationCanceledException) when (heartbeat.IsCancellationRequested && !context.RequestAborted.IsCancellationRequested)
+                    {
+                        // keeps proxies from closing an idle stream
+                        await response.WriteAsync(": keep-alive\n\n", context.RequestAborted);
+                        await response.Body.FlushAsync(context.RequestAborted);
+                    }
                 }
-                catch (OperationCanceledException) when (!context.RequestAborted.IsCancellationRequested)
-                {
-                    // keeps proxies from closing an idle stream
-                    await response.WriteAsync(": keep-alive\n\n", context.RequestAborted);
-                    await response.Body.FlushAsync(context.RequestAborted);
-                }
+            }
+            finally
+            {
+                heartbeat.Dispose();
             }
         }
     }

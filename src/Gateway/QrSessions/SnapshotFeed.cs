@@ -32,12 +32,22 @@ public sealed class SnapshotFeed : ISessionWatcher, IAsyncDisposable
         return (feed, snapshot);
     }
 
-    /// <summary>The next snapshot newer than <paramref name="haveVersion"/>; null if the session is gone (deleted after its grace period).</summary>
+    /// <summary>
+    /// The next snapshot newer than <paramref name="haveVersion"/>; null if the session is gone (deleted after its grace
+    /// period) or the feed was closed (<see cref="Close"/>).
+    /// </summary>
     public async Task<QrSessionSnapshot?> NextAsync(long haveVersion, CancellationToken ct)
     {
         while (true)
         {
-            var version = await _signals.Reader.ReadAsync(ct).ConfigureAwait(false);
+            if (!await _signals.Reader.WaitToReadAsync(ct).ConfigureAwait(false))
+            {
+                return null;
+            }
+            if (!_signals.Reader.TryRead(out var version))
+            {
+                continue;
+            }
             var pending = Volatile.Read(ref _pending);
             // The newest change seen so far answers for every older signal still queued.
             if (pending is not null && pending.Version > haveVersion)
@@ -86,6 +96,12 @@ public sealed class SnapshotFeed : ISessionWatcher, IAsyncDisposable
     }
 
     public void OnResync() => _signals.Writer.TryWrite(-1);
+
+    /// <summary>
+    /// The desktop left: a waiting <see cref="NextAsync"/> answers null. An ordinary end, not an exception (thrown
+    /// through every layer of the request, a cancellation cost each SSE ceremony more than its pushes).
+    /// </summary>
+    public void Close() => _signals.Writer.TryComplete();
 
     public ValueTask DisposeAsync() => _watch?.DisposeAsync() ?? ValueTask.CompletedTask;
 }
