@@ -21,7 +21,7 @@ public static class ProblemCatalog
     private static readonly FrozenDictionary<string, ProblemCode> Known = new[]
     {
         Errors.QrInvalid(), Errors.QrExpired(), Errors.QrAlreadyScanned(), Errors.QrAlreadyUsed(), Errors.NotScanner(),
-        Errors.InvalidState("", ""), Errors.NumberMismatch(), Errors.NotApproved(), Errors.AlreadyClaimed(),
+        Errors.InvalidState("", ""), Errors.NumberMismatch(), Errors.NotApproved(), Errors.AlreadyClaimed(), Errors.ClaimInterrupted(),
         Errors.Unauthenticated(), Errors.RefreshTokenReused(), Errors.InvalidRefreshToken(), Errors.UsernameTaken(""),
         Errors.NotFound(""), Errors.Validation(""),
         KeyBindingErrors.KeyRequired(), KeyBindingErrors.ProofRequired(), KeyBindingErrors.InvalidProof(), KeyBindingErrors.ProofReplayed(), KeyBindingErrors.InvalidToken(),

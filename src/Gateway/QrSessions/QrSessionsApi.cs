@@ -78,8 +78,9 @@ public static class QrSessionsApi
             .WithDescription("Desktop token. Exactly once, after approval: the access and refresh tokens of the new device, for the "
                 + "user who approved. Before approval 409 not_approved, after a first claim 410 already_claimed. A session created "
                 + "with a key needs a DPoP proof of it (htm POST, htu this URL); its tokens are then bound to the key (tokenType DPoP). "
-                + "A claim that failed on the server may be retried by the same desktop (with a fresh proof) within the claim window.")
-            .ProducesProblems("unauthenticated", "not_approved", "already_claimed", "qr_expired", "invalid_state",
+                + "A claim that failed on the server may be retried by the same desktop (with a fresh proof) within the claim window; "
+                + "503 claim_interrupted says exactly that (the node that began it went away before it was confirmed).")
+            .ProducesProblems("unauthenticated", "not_approved", "already_claimed", "claim_interrupted", "qr_expired", "invalid_state",
                 "proof_required", "invalid_proof", "proof_replayed");
 
         var phone = app.MapGroup("/v1/qr").WithTags("QR sessions (phone)").RequireAuthorization(BearerAuthentication.Policy);

@@ -73,6 +73,9 @@ public sealed class PhonePageTests(BrowserFixture fixture) : IClassFixture<Brows
         var page = await OpenAsync(context);
         await page.GotoAsync("/phone#refresh=" + Uri.EscapeDataString(phoneUser.RefreshToken));
         await Expect(page.Locator("#devices li")).ToHaveCountAsync(2);
+        // Loaded to the end (the activity list comes after the devices): a load still in flight would see the
+        // sign-out below by itself, before this page's own next action.
+        await Expect(page.Locator("main#phone")).ToHaveAttributeAsync("data-state", "home");
 
         // The second phone signs this one out while its page is open; then this page tries to sign the second out.
         (await api.SendAsync(HttpMethod.Delete, "/v1/devices/" + phoneUser.DeviceId, null, otherAccess)).EnsureStatus(204);

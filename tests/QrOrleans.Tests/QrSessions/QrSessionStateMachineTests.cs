@@ -303,4 +303,33 @@ public sealed class QrSessionStateMachineTests : IAsyncLifetime
         await trail.AppendSessionAsync(mine);
         Assert.Equal(3, (await trail.ListAsync(null, null, 500)).Count(e => e.SessionId == created.SessionId));
     }
+
+    /// <summary>
+    /// A claim's begin writes nothing: if the activation that began it goes away before the confirmation, the
+    /// confirmation says to claim again (503 claim_interrupted), and the retry gets the same device with a fresh
+    /// refresh token (the undelivered one stops working).
+    /// </summary>
+    [Fact]
+    public async Task A_claim_whose_activation_went_away_before_its_confirmation_is_claimed_again_with_the_same_device()
+    {
+        var (grain, created) = await NewSessionAsync();
+        await grain.ScanAsync(Secret(created.Snapshot), Alice, "1.1.1.1", ct: CancellationToken.None);
+        var number = (await grain.GetSnapshotAsync(created.DesktopToken, CancellationToken.None)).NumberMatch!;
+        await grain.ApproveAsync(Alice, number, ct: CancellationToken.None);
+        var first = await grain.BeginClaimAsync(created.DesktopToken, null, CancellationToken.None);
+
+        await _silo.Cluster.DeactivateAsync(grain);
+        var refusal = await Assert.ThrowsAsync<GrainException>(() => grain.ConfirmClaimAsync(created.DesktopToken, first.GrantId!, ct: CancellationToken.None));
+        Assert.Equal(("claim_interrupted", 503), (refusal.Code, refusal.Status));
+        Assert.Equal(QrSessionStates.Approved, (await grain.GetSnapshotAsync(created.DesktopToken, CancellationToken.None)).State);
+
+        var again = await grain.BeginClaimAsync(created.DesktopToken, null, CancellationToken.None);
+        Assert.Equal(first.DeviceId, again.DeviceId);
+        Assert.NotEqual(first.Session!.RefreshToken, again.Session!.RefreshToken);
+        await grain.ConfirmClaimAsync(created.DesktopToken, again.GrantId!, ct: CancellationToken.None);
+        Assert.Equal(QrSessionStates.Completed, (await grain.GetSnapshotAsync(created.DesktopToken, CancellationToken.None)).State);
+        var devices = _silo.Grains.GetGrain<Users.IDeviceGrain>(first.DeviceId);
+        var stale = first.Session.RefreshToken.Split('.')[1];
+        await Assert.ThrowsAsync<GrainException>(() => devices.RefreshAsync(stale, "1.1.1.1", null));
+    }
 }
