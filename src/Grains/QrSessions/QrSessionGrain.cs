@@ -126,8 +126,9 @@ public sealed partial class QrSessionGrain(
 
     /// <summary>
     /// A finished session ends with its idle activation: it was kept at least the grace period (<see cref="Finish"/>),
-    /// and is deleted when collected, so no per-session timer waits for the grace period to end. One whose audit
-    /// entries could not be handed over is kept (a recovery reminder, where there is one, tries again later).
+    /// and is deleted when collected, so no per-session timer waits for the grace period to end (a silo short of memory
+    /// may collect it sooner, and sheds it then). One whose audit entries could not be handed over is kept (a recovery
+    /// reminder, where there is one, tries again later).
     /// </summary>
     public override async Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
     {
@@ -145,7 +146,7 @@ public sealed partial class QrSessionGrain(
             }
             return;
         }
-        if (reason.ReasonCode != DeactivationReasonCode.ActivationIdle)
+        if (reason.ReasonCode is not (DeactivationReasonCode.ActivationIdle or DeactivationReasonCode.HighMemoryPressure))
         {
             return; // stepping aside for a write conflict, a move or a shutdown: the next activation decides
         }
