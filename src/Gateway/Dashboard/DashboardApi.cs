@@ -32,9 +32,9 @@ public static class DashboardApi
         services.AddSingleton<DashboardFeed>();
         services.AddHostedService(sp => sp.GetRequiredService<DashboardFeed>());
         services.AddHostedService<SiloStatsPublisher>();
-        // The silo-side feeds of this node's figures: stale-ETag refusals and committed session transitions. Only a
-        // co-hosted silo runs incoming filters and QR session grains; on a Client-role gateway both are inert.
-        // TryAddEnumerable: one observer however often this is registered, so no transition counts twice.
+        // The silo-side feed of this node's figures: committed session transitions (write conflicts are counted where
+        // they are retried, Problems.ConflictRetry). Only a co-hosted silo runs QR session grains; on a Client-role
+        // gateway it is inert. TryAddEnumerable: one observer however often this is registered, so no transition counts twice.
         services.TryAddEnumerable(ServiceDescriptor.Singleton<IQrSessionObserver, CeremonyTelemetry>(sp => sp.GetRequiredService<CeremonyTelemetry>()));
         // Guessing the operator key through the form: a few tries a minute per address.
         services.Configure<RateLimiterOptions>(o => o.AddPolicy(SignInLimit, context => limits.Enabled
